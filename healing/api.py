@@ -1,0 +1,58 @@
+"""Native ingest endpoint. Thin: parse, validate, call healing.ingest, answer."""
+
+import time
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import ingest, metrics
+from .authentication import ProjectKeyAuthentication, ProjectRateThrottle
+from .parsers import ReportJSONParser, ReportTextParser
+from .schemas import ErrorBody, IssueAccepted, IssueReport
+
+OUTCOMES = {202: "accepted", 200: "accepted", 401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited"}
+
+
+class IngestView(APIView):
+    """Shared by the native and Sentry endpoints: key auth, the project's quota, metrics."""
+
+    source = "native"
+    authentication_classes = [ProjectKeyAuthentication]
+    permission_classes: list = []
+    throttle_classes = [ProjectRateThrottle]
+
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        response = super().dispatch(request, *args, **kwargs)
+        metrics.INGEST_LATENCY.labels(source=self.source).observe(time.perf_counter() - started)
+        outcome = OUTCOMES.get(response.status_code, "invalid" if response.status_code < 500 else "error")
+        metrics.REPORTS_RECEIVED.labels(source=self.source, outcome=outcome).inc()
+        return response
+
+
+class IssueReportView(IngestView):
+    parser_classes = [ReportJSONParser, ReportTextParser]
+
+    @extend_schema(
+        operation_id="issue_report",
+        summary="Report a problem",
+        description=(
+            "Accepts one problem report. Authenticate with the project's public key in `X-Kaizen-Key` or "
+            "`?key=`. The report is durable before the 202; `issue_id` names the group it joins."
+        ),
+        parameters=[OpenApiParameter("key", str, description="The project's public key (browsers).")],
+        request=IssueReport,
+        responses={202: IssueAccepted, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody},
+    )
+    def post(self, request):
+        if not request.content_type:
+            raise UnsupportedMediaType("", detail="Send the report as application/json (or text/plain).")
+        report = ingest.report_validate(request.data)
+        accepted = ingest.reports_accept(project=request.auth, reports=[report], source=self.source)[0]
+        return Response(
+            {"event_id": accepted.event_id, "issue_id": accepted.issue_id, "stage": accepted.stage},
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -1,0 +1,17 @@
+import logging
+
+from django.apps import AppConfig
+
+logger = logging.getLogger("kaizen.runtime")
+
+
+class HealingConfig(AppConfig):
+    name = "healing"
+    verbose_name = "Healing"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from . import cors  # noqa: F401 - connects the per-project CORS signal
+
+        logger.info("runtime chosen: %s", settings.RUNTIME.describe())

@@ -1,0 +1,11 @@
+"""The audit log: every owner action and every automatic action, one row each."""
+
+from typing import Any
+
+from .models import AuditEntry
+
+AUTOMATIC = "kaizen"  # the actor of actions Kaizen takes by itself
+
+
+def audit_record(*, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> AuditEntry:
+    return AuditEntry.objects.create(actor=actor, action=action, target=target, detail=detail or {})

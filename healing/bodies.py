@@ -1,0 +1,90 @@
+"""Reading untrusted request bodies: size caps, decompression, JSON with depth and NUL checks."""
+
+import zlib
+from typing import Any
+
+import orjson
+
+from .errors import IngestError, too_large
+
+MAX_DEPTH = 32  # real reports nest a handful of levels; deep nesting is an attack on the parser
+
+
+def read_capped(stream, *, content_length: str | None, limit: int) -> bytes:
+    """Read at most `limit` bytes; a larger body is refused before it is buffered."""
+    try:
+        declared = int(content_length) if content_length else None
+    except ValueError:
+        raise IngestError("bad_request", "Content-Length is not a number.") from None
+    if declared is not None and declared > limit:
+        raise too_large(f"Body of {declared} bytes is over the {limit}-byte limit.")
+    body = stream.read(limit + 1) if stream is not None else b""
+    if len(body) > limit:
+        raise too_large(f"Body is over the {limit}-byte limit.")
+    return body
+
+
+def decompress(body: bytes, *, encoding: str, limit: int) -> bytes:
+    """Undo Content-Encoding (gzip, deflate) without letting a zip bomb expand past `limit`."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS  # zlib-wrapped, as HTTP's "deflate" means; raw deflate is tried below
+    else:
+        raise IngestError("unsupported_encoding", f"Content-Encoding {encoding!r} is not supported.", 415)
+    try:
+        return _inflate(body, wbits, limit)
+    except zlib.error:
+        if encoding == "deflate":
+            try:
+                return _inflate(body, -zlib.MAX_WBITS, limit)
+            except zlib.error:
+                pass
+        raise IngestError("bad_encoding", f"Body is not valid {encoding} data.") from None
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(f"Decompressed body is over the {limit}-byte limit.")
+    if not inflater.eof:
+        raise zlib.error("truncated")
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise IngestError("invalid_json", "Body is empty.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # orjson also refuses invalid UTF-8 and lone surrogates here.
+        raise IngestError("invalid_json", f"Body is not valid JSON: {exc}") from None
+    check_tree(data)
+    return data
+
+
+def check_tree(data: Any, *, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse nesting deeper than `max_depth` and NUL characters anywhere (PostgreSQL cannot store
+    them in text or jsonb, so they would otherwise fail the write after the 2xx)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise IngestError("invalid_characters", "Strings must not contain NUL characters.")
+        elif isinstance(node, dict):
+            if depth > max_depth:
+                raise IngestError("too_deep", f"JSON nests deeper than {max_depth} levels.")
+            for key, value in node.items():
+                if "\x00" in key:
+                    raise IngestError("invalid_characters", "Keys must not contain NUL characters.")
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise IngestError("too_deep", f"JSON nests deeper than {max_depth} levels.")
+            stack.extend((item, depth + 1) for item in node)

@@ -1,0 +1,27 @@
+"""Prometheus metrics for ingestion. Served at /metrics by kaizen_site.ops.
+
+Under gunicorn each worker is a process: set PROMETHEUS_MULTIPROC_DIR (the run command does) so
+counters from every process are summed at scrape time.
+"""
+
+from prometheus_client import Counter, Histogram
+
+REPORTS_RECEIVED = Counter(
+    "kaizen_reports_received_total",
+    "Reports answered by the ingest endpoints, by source and outcome.",
+    ["source", "outcome"],
+)
+REPORTS_STORED = Counter(
+    "kaizen_reports_ingested_total",
+    "Reports written to the database, by final type, severity and outcome (new_issue, grouped, duplicate).",
+    ["type", "severity", "outcome"],
+)
+INGEST_LATENCY = Histogram(
+    "kaizen_ingest_latency_seconds",
+    "Time from request to answer on the ingest endpoints.",
+    ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+ISSUES_ENQUEUED = Counter(
+    "kaizen_issues_enqueued_total", "process_issue tasks published, by queue and outcome.", ["queue", "outcome"]
+)

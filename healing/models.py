@@ -1,0 +1,239 @@
+"""Tenants, their keys, and the problem reports they send (grouped into Issues)."""
+
+import hashlib
+import secrets
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+
+class IssueType(models.TextChoices):
+    ERROR = "ERROR"
+    SILENT_FAILURE = "SILENT_FAILURE"
+    SLOW_RESPONSE = "SLOW_RESPONSE"
+    DATA_INCONSISTENCY = "DATA_INCONSISTENCY"
+    AUTH_ISSUE = "AUTH_ISSUE"
+    BILLING_ISSUE = "BILLING_ISSUE"
+    UX_CONFUSION = "UX_CONFUSION"
+    USER_REPORTED = "USER_REPORTED"
+
+
+class Severity(models.TextChoices):
+    # The value is the Celery queue the issue's work goes to.
+    P0 = "P0", "P0 critical"
+    P1 = "P1", "P1 major"
+    P2 = "P2", "P2 degraded"
+    P3 = "P3", "P3 minor"
+
+
+class Stage(models.TextChoices):
+    DETECTED = "detected"
+    DIAGNOSING = "diagnosing"
+    ROOT_CAUSE_FOUND = "root_cause_found"
+    NEEDS_INPUT = "needs_input"
+    FIXING = "fixing"
+    VERIFYING = "verifying"
+    DEPLOYED = "deployed"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+    ABORTED = "aborted"
+
+
+class EnqueueState(models.TextChoices):
+    """The outbox: an Issue needing work is `pending` until the broker took its task."""
+
+    NONE = "none"
+    PENDING = "pending"
+    SENT = "sent"
+
+
+def _new_public_key() -> str:
+    return secrets.token_hex(16)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Project(models.Model):
+    """A monitored product (tenant). The integer id is the Sentry DSN's project id."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    allowed_origins = models.JSONField(
+        default=list, blank=True, help_text='Browser origins allowed to report, e.g. ["https://app.example.com"].'
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(default=6000, help_text="Reports accepted per minute.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        origins = self.allowed_origins
+        if not isinstance(origins, list) or not all(isinstance(o, str) and "://" in o for o in origins):
+            raise ValidationError({"allowed_origins": 'A list of origins such as "https://app.example.com".'})
+
+
+class ProjectKey(models.Model):
+    """A key pair: the public key goes in the browser and the DSN; the secret authenticates the
+    owner's server calls and is stored only as a hash (shown once, at creation)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="keys")
+    public_key = models.CharField(max_length=32, unique=True, default=_new_public_key)
+    secret_hash = models.CharField(max_length=64)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.public_key[:8]}… ({'active' if self.is_active else 'revoked'})"
+
+
+class ClassificationRule(models.Model):
+    """One row of the classifier: the first enabled rule (by priority) whose conditions all hold
+    decides type and base severity. Empty conditions match anything."""
+
+    name = models.CharField(max_length=200)
+    priority = models.PositiveIntegerField(default=100, help_text="Lower runs first.")
+    enabled = models.BooleanField(default=True)
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, help_text="Empty: applies to every project."
+    )
+    match_type = models.CharField(
+        max_length=32, choices=IssueType.choices, blank=True, help_text="The client's type hint; empty matches any."
+    )
+    message_regex = models.CharField(max_length=500, blank=True)
+    route_regex = models.CharField(max_length=500, blank=True)
+    exception_regex = models.CharField(max_length=500, blank=True)
+    status_min = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Failing request status ≥ this.")
+    status_max = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Failing request status ≤ this.")
+    result_type = models.CharField(max_length=32, choices=IssueType.choices, blank=True, help_text="Empty: keep the hint.")
+    severity = models.CharField(max_length=2, choices=Severity.choices)
+    escalate_users = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Raise severity one level once this many distinct users are affected."
+    )
+    escalate_occurrences = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Raise severity one level once the issue occurred this many times."
+    )
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        import re
+
+        for field in ("message_regex", "route_regex", "exception_regex"):
+            try:
+                re.compile(getattr(self, field))
+            except re.error as exc:
+                raise ValidationError({field: f"Not a valid regular expression: {exc}"}) from exc
+
+
+class Issue(models.Model):
+    """A group of reports sharing a fingerprint. The id is derived from (project, fingerprint), so
+    the ingest endpoint can name the issue before the report is written."""
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="issues")
+    fingerprint = models.CharField(max_length=64)
+    grouping = models.TextField(help_text="What the fingerprint was computed from.")
+    type = models.CharField(max_length=32, choices=IssueType.choices)
+    severity = models.CharField(max_length=2, choices=Severity.choices)
+    base_severity = models.CharField(max_length=2, choices=Severity.choices, help_text="Before escalation.")
+    rule = models.ForeignKey(ClassificationRule, null=True, blank=True, on_delete=models.SET_NULL)
+    title = models.CharField(max_length=255)
+    culprit = models.CharField(max_length=255, blank=True, help_text="Route or function where it happens.")
+    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.DETECTED)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    occurrence_count = models.PositiveBigIntegerField(default=0)
+    affected_users = models.PositiveIntegerField(default=0)
+    times_reopened = models.PositiveIntegerField(default=0)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    enqueue_state = models.CharField(max_length=10, choices=EnqueueState.choices, default=EnqueueState.NONE)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    enqueue_attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "fingerprint"], name="issue_unique_fingerprint")]
+        indexes = [
+            models.Index(fields=["project", "-last_seen"]),
+            models.Index(fields=["enqueue_state", "enqueued_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.title}"
+
+
+class IssueUser(models.Model):
+    """One row per distinct user an issue affected: keeps `affected_users` exact."""
+
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE)
+    user_key = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issue", "user_key"], name="issueuser_unique")]
+
+
+class Occurrence(models.Model):
+    """One accepted report. `event_id` is unique, which makes storing a report idempotent."""
+
+    event_id = models.UUIDField(unique=True)
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="occurrences")
+    source = models.CharField(max_length=10)  # native | sentry
+    received_at = models.DateTimeField()
+    timestamp = models.DateTimeField(null=True, blank=True, help_text="When the client says it happened.")
+    user_id = models.CharField(max_length=200, blank=True)
+    user_email = models.CharField(max_length=254, blank=True)
+    session_id = models.CharField(max_length=200, blank=True)
+    url = models.TextField(blank=True)
+    route = models.CharField(max_length=500, blank=True)
+    release = models.CharField(max_length=200, blank=True)
+    environment = models.CharField(max_length=64, blank=True)
+    message = models.TextField()
+    payload = models.JSONField(help_text="The validated report as received.")
+
+    class Meta:
+        indexes = [models.Index(fields=["issue", "-received_at"])]
+
+    def __str__(self) -> str:
+        return str(self.event_id)
+
+
+class IssueEvent(models.Model):
+    """The issue's timeline: every stage it went through, read by the console and the user's popup."""
+
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="events")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    message = models.TextField(help_text="What the affected user is told.")
+    detail = models.TextField(blank=True, help_text="Internal detail for the owner.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class AuditEntry(models.Model):
+    """Every owner action and every automatic action, append-only."""
+
+    actor = models.CharField(max_length=200, help_text='A username, or "kaizen" for automatic actions.')
+    action = models.CharField(max_length=100)
+    target = models.CharField(max_length=200)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "audit entries"
+
+
+def issue_id_for(*, project_id: int, fingerprint: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"kaizen:{project_id}:{fingerprint}")

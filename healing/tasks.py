@@ -1,0 +1,22 @@
+"""Celery tasks: thin shells that load ids and call the logic modules."""
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from . import outbox, pipeline, retention
+
+
+@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=5)
+def process_issue(issue_id: str) -> bool:
+    # The queue (P0–P3) is chosen by the sender from the issue's severity: see healing.outbox.
+    return pipeline.issue_process(issue_id=issue_id)
+
+
+@shared_task(acks_late=True, expires=60)
+def reenqueue_pending() -> int:
+    return outbox.reenqueue_pending()
+
+
+@shared_task(acks_late=True, expires=3600)
+def trim_occurrences() -> int:
+    return retention.occurrences_trim()

@@ -1,0 +1,112 @@
+"""Operations endpoints: /healthz for load balancers, /metrics for Prometheus."""
+
+import logging
+import os
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from kombu.exceptions import ChannelError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+logger = logging.getLogger("kaizen.ops")
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        detail = check()
+        return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1), **(detail or {})}
+    except Exception as exc:  # a health check reports every failure, whatever its type
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _check_db() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"vendor": connection.vendor}
+
+
+def _check_broker() -> dict:
+    from kaizen_site.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        return {"transport": conn.transport_cls if isinstance(conn.transport_cls, str) else conn.transport.driver_name}
+
+
+def _check_redis() -> dict:
+    from healing import redis_client
+
+    client = redis_client.get().client
+    client.ping()
+    return {"ingest_backlog": client.xlen(settings.KAIZEN_INGEST_STREAM)}
+
+
+@require_GET
+def healthz(request):
+    checks = {"database": _timed(_check_db), "broker": _timed(_check_broker)}
+    if settings.REDIS_URL:
+        checks["redis"] = _timed(_check_redis)
+    healthy = all(c["ok"] for c in checks.values())
+    if not healthy:
+        logger.warning("health check degraded", extra={"checks": checks})
+    body = {"status": "ok" if healthy else "degraded", "ingest_mode": settings.KAIZEN_INGEST_MODE, "checks": checks}
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each Celery queue, asked of the broker itself."""
+    from kaizen_site.celery import app
+
+    depths = {}
+    with app.connection_for_read() as conn:
+        for queue in app.conf.task_queues:
+            # A fresh channel each: AMQP closes a channel that asked about an undeclared queue.
+            with conn.channel() as channel:
+                try:
+                    depths[queue.name] = channel.queue_declare(queue=queue.name, passive=True).message_count
+                except ChannelError:
+                    depths[queue.name] = 0  # never declared: nothing was ever sent to it
+    return depths
+
+
+class BrokerCollector(Collector):
+    """Read at scrape time, so the numbers are the broker's, not a process's memory."""
+
+    def collect(self):
+        depth = GaugeMetricFamily("kaizen_queue_depth", "Tasks waiting in each Celery queue.", labels=["queue"])
+        try:
+            for name, count in queue_depths().items():
+                depth.add_metric([name], count)
+        except Exception as exc:  # the scrape must still answer when the broker is down
+            logger.warning("queue depth unavailable", extra={"error": str(exc)})
+        yield depth
+        if settings.REDIS_URL:
+            backlog = GaugeMetricFamily("kaizen_ingest_backlog", "Reports in the ingest stream not yet stored.")
+            try:
+                from healing import redis_client
+
+                backlog.add_metric([], redis_client.get().client.xlen(settings.KAIZEN_INGEST_STREAM))
+            except Exception as exc:  # as above
+                logger.warning("ingest backlog unavailable", extra={"error": str(exc)})
+            yield backlog
+
+
+@require_GET
+def metrics(request):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    output = generate_latest(registry) + generate_latest(_broker_registry)
+    return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
+
+
+_broker_registry = CollectorRegistry()
+_broker_registry.register(BrokerCollector())

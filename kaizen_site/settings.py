@@ -1,0 +1,216 @@
+"""Kaizen settings: everything comes from the environment (12-factor).
+
+Every variable is listed with its default in `.env.example`; the embedded default needs none.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from kombu import Queue
+
+from . import logs, runtime
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("KAIZEN_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG")
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise RuntimeError("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "dev-only-insecure-key"  # noqa: S105 - only ever used with DEBUG on
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "corsheaders",
+    "django_celery_beat",
+    "healing",
+    "flags",
+    "notifications",
+    "research",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kaizen_site.urls"
+WSGI_APPLICATION = "kaizen_site.wsgi.application"
+ASGI_APPLICATION = "kaizen_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/databases/
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'kaizen.sqlite3'}",
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock up front so two
+    # writers queue on `timeout` instead of failing with "database is locked" on lock upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Runtime: Redis or the embedded defaults ------------------------------------------------
+RUNTIME = runtime.detect(
+    redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    broker_url=os.environ.get("CELERY_BROKER_URL", ""),
+    ingest_mode=os.environ.get("KAIZEN_INGEST_MODE", "auto"),
+    var_dir=VAR_DIR,
+)
+REDIS_URL = RUNTIME.redis_url
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth, i18n, static ---------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+(VAR_DIR / "static").mkdir(exist_ok=True)  # whitenoise warns at start-up if it is missing
+
+# --- API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "EXCEPTION_HANDLER": "kaizen_site.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Kaizen API",
+    "DESCRIPTION": "Problem-report ingestion (native and Sentry protocol) for the Kaizen self-healing backend.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# CORS is decided per project (its allowed origins) by healing.cors; nothing is open globally.
+CORS_ALLOWED_ORIGINS: list[str] = []
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = ["content-type", "x-kaizen-key", "x-sentry-auth", "sentry-trace", "baggage"]
+CORS_EXPOSE_HEADERS = ["retry-after", "x-sentry-rate-limits"]
+
+# --- Celery ---------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = RUNTIME.broker_url
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport: the embedded broker, one folder of message files.
+    _broker_dir = VAR_DIR / "broker"
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Redis redelivers an unacked message after visibility_timeout; it must exceed the longest
+    # task run and the longest ETA a task is scheduled with, or the task runs twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing must fail fast when the broker is down: the outbox (Issue.enqueue_state) retries later.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a task is acknowledged after it ran, so a crash redelivers it
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...including when the worker process is killed
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds one task at a time: no P0 stuck behind a prefetched P3
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_TASK_TIME_LIMIT = 600
+CELERY_TASK_SOFT_TIME_LIMIT = 540
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+# Severity queues carry the healing work; the others keep slow jobs off them.
+SEVERITY_QUEUES = ("P0", "P1", "P2", "P3")
+CELERY_TASK_QUEUES = [Queue(name) for name in (*SEVERITY_QUEUES, "notify", "research", "ops")]
+CELERY_TASK_DEFAULT_QUEUE = "ops"
+CELERY_TASK_ROUTES = {"notifications.*": {"queue": "notify"}, "research.*": {"queue": "research"}}
+# Worker groups: `urgent` never shares a process with a P2/P3 flood.
+CELERY_WORKER_GROUPS = {"urgent": "P0,P1,notify,ops", "routine": "P2,P3,research"}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# All periodic work, declared in one place; beat copies it into the admin-editable schedule.
+CELERY_BEAT_SCHEDULE = {
+    "reenqueue-pending-issues": {"task": "healing.tasks.reenqueue_pending", "schedule": 30.0},
+    "trim-occurrences": {"task": "healing.tasks.trim_occurrences", "schedule": 3600.0},
+}
+
+# --- Kaizen ---------------------------------------------------------------------------------
+KAIZEN_OWNER_EMAILS = env_list("KAIZEN_OWNER_EMAILS")
+KAIZEN_OWNER_TIMEZONE = os.environ.get("KAIZEN_OWNER_TIMEZONE", "UTC")
+KAIZEN_INGEST_MODE = RUNTIME.ingest_mode
+KAIZEN_INGEST_STREAM = os.environ.get("KAIZEN_INGEST_STREAM", "kaizen:ingest")
+KAIZEN_INGEST_BATCH = int(os.environ.get("KAIZEN_INGEST_BATCH", "500"))
+# Native reports: 1 MiB per body. Sentry: an event item up to 1 MiB, a whole envelope up to 20 MiB
+# once decompressed (attachments are accepted but not stored).
+KAIZEN_MAX_BODY_BYTES = int(os.environ.get("KAIZEN_MAX_BODY_BYTES", str(1024 * 1024)))
+KAIZEN_MAX_EVENT_BYTES = int(os.environ.get("KAIZEN_MAX_EVENT_BYTES", str(1024 * 1024)))
+KAIZEN_MAX_ENVELOPE_BYTES = int(os.environ.get("KAIZEN_MAX_ENVELOPE_BYTES", str(20 * 1024 * 1024)))
+# How long a process trusts its cached key → project look-up; a revoked key stops working after this.
+KAIZEN_KEY_CACHE_SECONDS = float(os.environ.get("KAIZEN_KEY_CACHE_SECONDS", "5"))
+KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE", "1000"))
+
+LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))

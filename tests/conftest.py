@@ -1,0 +1,89 @@
+"""Shared fixtures: the real PostgreSQL (pytest-django) and Redis (database 15, flushed per test)."""
+
+import threading
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import Client
+
+from healing import classify, projects, stream
+from kaizen_site.celery import app as celery_app
+
+from .factories import ProjectKeyFactory
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    """Every test starts with an empty Redis database and no process-local caches."""
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    projects.forget_keys()
+    classify.forget_rules()
+    yield
+    projects.forget_keys()
+    classify.forget_rules()
+
+
+@pytest.fixture
+def project_key(db):
+    return ProjectKeyFactory()
+
+
+@pytest.fixture
+def project(project_key):
+    return project_key.project
+
+
+@pytest.fixture
+def client():
+    return Client()
+
+
+@pytest.fixture
+def post_report(client, project_key):
+    """POST one native report with the project's key; returns the response."""
+
+    def post(payload, *, key=None, **extra):
+        import orjson
+
+        return client.post(
+            "/api/v1/issues",
+            data=orjson.dumps(payload),
+            content_type="application/json",
+            HTTP_X_KAIZEN_KEY=key or project_key.public_key,
+            **extra,
+        )
+
+    return post
+
+
+@pytest.fixture
+def drain():
+    """Store everything waiting in the ingest stream (stream mode), as the consumer would."""
+
+    def run(**kwargs):
+        if settings.KAIZEN_INGEST_MODE != "stream":
+            return None
+        return stream.drain(stop=threading.Event(), until_empty=True, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def direct_mode(settings):
+    settings.KAIZEN_INGEST_MODE = "direct"
+    return settings
+
+
+@pytest.fixture
+def celery_eager():
+    celery_app.conf.task_always_eager = True
+    yield celery_app
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def broker():
+    """The Redis broker Celery publishes to (kombu keeps each queue as a list named after it)."""
+    return redis.Redis.from_url(celery_app.conf.broker_url)
