@@ -5,24 +5,39 @@ import time
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import ingest, metrics
-from .authentication import ProjectKeyAuthentication, ProjectRateThrottle
+from .errors import IngestError
+from .authentication import ProjectKeyAuthentication
 from .parsers import ReportJSONParser, ReportTextParser
 from .schemas import ErrorBody, IssueAccepted, IssueReport
 
 OUTCOMES = {202: "accepted", 200: "accepted", 401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited"}
 
 
+class JSONOnly(BaseContentNegotiation):
+    """Ingest answers JSON whatever the client's Accept says: skip negotiating it per report."""
+
+    def select_parser(self, request, parsers):
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class IngestView(APIView):
-    """Shared by the native and Sentry endpoints: key auth, the project's quota, metrics."""
+    """Shared by the native and Sentry endpoints: key auth, JSON answers, metrics."""
 
     source = "native"
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONOnly
     authentication_classes = [ProjectKeyAuthentication]
     permission_classes: list = []
-    throttle_classes = [ProjectRateThrottle]
+    throttle_classes: list = []  # the project's quota is taken with the append (healing.ingest)
 
     def dispatch(self, request, *args, **kwargs):
         started = time.perf_counter()
@@ -48,6 +63,10 @@ class IssueReportView(IngestView):
         responses={202: IssueAccepted, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody},
     )
     def post(self, request):
+        if request.META.get("CONTENT_LENGTH") in (None, "", "0") and "chunked" not in request.headers.get(
+            "Transfer-Encoding", ""
+        ):
+            raise IngestError("invalid_json", "Body is empty.")
         if not request.content_type:
             raise UnsupportedMediaType("", detail="Send the report as application/json (or text/plain).")
         report = ingest.report_validate(request.data)

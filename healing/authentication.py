@@ -1,12 +1,11 @@
-"""Authenticating ingest requests by a project's public key, and the per-project rate limit."""
+"""Authenticating ingest requests by a project's public key."""
 
 import logging
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
-from rest_framework.throttling import BaseThrottle
 
-from .ingest import rate_limit_take
 from .projects import ProjectAuth, project_for_key
 
 logger = logging.getLogger("kaizen.ingest")
@@ -24,7 +23,7 @@ def project_authenticate(*, key: str, origin: str | None) -> ProjectAuth:
         raise PermissionDenied("This project key was revoked.", code="revoked_key")
     if not project.project_active:
         raise PermissionDenied("This project is disabled.", code="project_disabled")
-    if origin and origin != "null" and origin.rstrip("/") not in project.allowed_origins:
+    if origin and origin.rstrip("/") not in project.allowed_origins:
         raise PermissionDenied(f"Origin {origin} is not allowed for this project.", code="origin_not_allowed")
     return project
 
@@ -40,13 +39,16 @@ class ProjectKeyAuthentication(BaseAuthentication):
         return 'Kaizen-Key realm="ingest"'  # makes DRF answer 401, not 403, to a missing key
 
 
-class ProjectRateThrottle(BaseThrottle):
-    """The project's reports-per-minute quota; a report over it is answered 429 + Retry-After."""
+class ProjectKeyScheme(OpenApiAuthenticationExtension):
+    """Documents ProjectKeyAuthentication in the OpenAPI schema."""
 
-    def allow_request(self, request, view) -> bool:
-        decision = rate_limit_take(project=request.auth, count=getattr(view, "rate_cost", 1))
-        self.retry_after = decision.retry_after
-        return decision.allowed
+    target_class = ProjectKeyAuthentication
+    name = "ProjectKey"
 
-    def wait(self) -> float:
-        return self.retry_after
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Kaizen-Key",
+            "description": "The project's public key (browsers may send it as `?key=` instead).",
+        }

@@ -3,6 +3,7 @@
 import zlib
 from typing import Any
 
+import brotli
 import orjson
 
 from .errors import IngestError, too_large
@@ -25,10 +26,16 @@ def read_capped(stream, *, content_length: str | None, limit: int) -> bytes:
 
 
 def decompress(body: bytes, *, encoding: str, limit: int) -> bytes:
-    """Undo Content-Encoding (gzip, deflate) without letting a zip bomb expand past `limit`."""
+    """Undo Content-Encoding (gzip, deflate, br) without letting a zip bomb expand past `limit`."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
+    if encoding == "br":
+        # sentry-python compresses with brotli whenever the module is importable in the app.
+        try:
+            return _unbrotli(body, limit)
+        except brotli.error:
+            raise IngestError("bad_encoding", "Body is not valid br data.") from None
     if encoding in ("gzip", "x-gzip"):
         wbits = 16 + zlib.MAX_WBITS
     elif encoding == "deflate":
@@ -53,6 +60,16 @@ def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
         raise too_large(f"Decompressed body is over the {limit}-byte limit.")
     if not inflater.eof:
         raise zlib.error("truncated")
+    return out
+
+
+def _unbrotli(body: bytes, limit: int) -> bytes:
+    decompressor = brotli.Decompressor()
+    out = decompressor.process(body, output_buffer_limit=limit + 1)
+    if len(out) > limit or (not decompressor.is_finished() and not decompressor.can_accept_more_data()):
+        raise too_large(f"Decompressed body is over the {limit}-byte limit.")
+    if not decompressor.is_finished():
+        raise brotli.error("truncated")
     return out
 
 

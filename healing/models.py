@@ -6,6 +6,7 @@ import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -74,8 +75,18 @@ class Project(models.Model):
 
     def clean(self) -> None:
         origins = self.allowed_origins
-        if not isinstance(origins, list) or not all(isinstance(o, str) and "://" in o for o in origins):
-            raise ValidationError({"allowed_origins": 'A list of origins such as "https://app.example.com".'})
+        if not isinstance(origins, list) or not all(isinstance(o, str) and _is_origin(o) for o in origins):
+            raise ValidationError(
+                {"allowed_origins": 'A list of origins (scheme, host and port only), such as "https://app.example.com".'}
+            )
+
+
+def _is_origin(value: str) -> bool:
+    """What a browser sends as Origin: scheme://host[:port], nothing after it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.rstrip("/"))
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not (parts.path or parts.query or parts.fragment)
 
 
 class ProjectKey(models.Model):
@@ -135,6 +146,8 @@ class ClassificationRule(models.Model):
                 re.compile(getattr(self, field))
             except re.error as exc:
                 raise ValidationError({field: f"Not a valid regular expression: {exc}"}) from exc
+        if self.status_min is not None and self.status_max is not None and self.status_min > self.status_max:
+            raise ValidationError({"status_max": "Must not be below the lowest status."})
 
 
 class Issue(models.Model):
@@ -148,6 +161,9 @@ class Issue(models.Model):
     type = models.CharField(max_length=32, choices=IssueType.choices)
     severity = models.CharField(max_length=2, choices=Severity.choices)
     base_severity = models.CharField(max_length=2, choices=Severity.choices, help_text="Before escalation.")
+    severity_pinned = models.BooleanField(
+        default=False, help_text="Set by the owner in the console: new reports no longer change the severity."
+    )
     rule = models.ForeignKey(ClassificationRule, null=True, blank=True, on_delete=models.SET_NULL)
     title = models.CharField(max_length=255)
     culprit = models.CharField(max_length=255, blank=True, help_text="Route or function where it happens.")
@@ -184,9 +200,10 @@ class IssueUser(models.Model):
 
 
 class Occurrence(models.Model):
-    """One accepted report. `event_id` is unique, which makes storing a report idempotent."""
+    """One accepted report. `event_id` is unique within its issue (so within its project: one
+    project's ids cannot shadow another's), which makes storing a report idempotent."""
 
-    event_id = models.UUIDField(unique=True)
+    event_id = models.UUIDField()
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="occurrences")
     source = models.CharField(max_length=10)  # native | sentry
     received_at = models.DateTimeField()
@@ -202,7 +219,13 @@ class Occurrence(models.Model):
     payload = models.JSONField(help_text="The validated report as received.")
 
     class Meta:
-        indexes = [models.Index(fields=["issue", "-received_at"])]
+        constraints = [models.UniqueConstraint(fields=["issue", "event_id"], name="occurrence_unique_event")]
+        indexes = [
+            models.Index(fields=["issue", "-received_at"]),
+            models.Index(fields=["event_id"]),
+            models.Index(fields=["user_id"]),
+            models.Index(Upper("user_email"), name="occurrence_user_email_upper"),
+        ]
 
     def __str__(self) -> str:
         return str(self.event_id)

@@ -32,13 +32,16 @@ def issues_enqueue(*, to_enqueue: dict[str, str]) -> int:
     from .tasks import process_issue
 
     sent: list[str] = []
+    # Each transport raises its own client's errors (redis-py's, amqp's...); kombu lists them.
+    connection = app.connection_for_write()
+    broker_errors = (OperationalError, KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
     try:
         with app.producer_or_acquire() as producer:
             for issue_id, severity in to_enqueue.items():
                 process_issue.apply_async(args=[issue_id], queue=severity, producer=producer)
                 sent.append(issue_id)
                 metrics.ISSUES_ENQUEUED.labels(queue=severity, outcome="sent").inc()
-    except (OperationalError, KombuError, OSError) as exc:
+    except broker_errors as exc:
         failed = [pk for pk in to_enqueue if pk not in sent]
         metrics.ISSUES_ENQUEUED.labels(queue="", outcome="broker_down").inc(len(failed))
         Issue.objects.filter(id__in=failed).update(enqueue_attempts=F("enqueue_attempts") + 1)

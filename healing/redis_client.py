@@ -7,26 +7,28 @@ import redis
 from django.conf import settings
 
 
+# Take the project's quota and append the reports in one atomic round trip: the ingest path's
+# only call to Redis. Nothing is appended when the reports would go over the quota.
+# KEYS: quota counter, stream. ARGV: quota, counter ttl, then one payload per report.
+APPEND_WITHIN_QUOTA = """
+local n = #ARGV - 2
+local used = redis.call('INCRBY', KEYS[1], n)
+if used == n then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if used > tonumber(ARGV[1]) then return 0 end
+for i = 3, #ARGV do redis.call('XADD', KEYS[2], '*', 'r', ARGV[i]) end
+return 1
+"""
+
+
 class KaizenRedis:
     def __init__(self, url: str):
         # redis-py pools notice a fork and reconnect, so this survives gunicorn --preload and prefork.
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+        self._append_within_quota = self.client.register_script(APPEND_WITHIN_QUOTA)
 
-    def xadd_many(self, stream: str, payloads: Sequence[bytes]) -> None:
-        if len(payloads) == 1:
-            self.client.xadd(stream, {"r": payloads[0]})
-            return
-        pipe = self.client.pipeline(transaction=True)
-        for payload in payloads:
-            pipe.xadd(stream, {"r": payload})
-        pipe.execute()
-
-    def incr_window(self, key: str, count: int, *, ttl: int) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incrby(key, count)
-        pipe.expire(key, ttl, nx=True)
-        used, _ = pipe.execute()
-        return used
+    def append_within_quota(self, *, stream: str, quota_key: str, quota: int, ttl: int, payloads: Sequence[bytes]) -> bool:
+        """Returns False (and appends nothing) when the payloads would exceed the quota."""
+        return bool(self._append_within_quota(keys=[quota_key, stream], args=[quota, ttl, *payloads]))
 
 
 @cache

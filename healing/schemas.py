@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from .models import IssueType
 
 Short = Annotated[str, Field(max_length=200)]
+# Numbers must be numbers: "500" for a status is a client bug worth a 400, not a silent cast.
+Status = Annotated[int, Field(ge=0, le=999, strict=True)]
+Millis = Annotated[float, Field(ge=0)]
 Text = Annotated[str, Field(max_length=8192)]
 Url = Annotated[str, Field(max_length=2048)]
 
@@ -34,8 +37,8 @@ class Frame(Strict):
     module: Short | None = None
     function: Short | None = None
     filename: Annotated[str, Field(max_length=500)] | None = None
-    lineno: int | None = None
-    in_app: bool | None = None
+    lineno: Annotated[int, Field(strict=True)] | None = None
+    in_app: Annotated[bool, Field(strict=True)] | None = None
 
 
 class ExceptionInfo(Strict):
@@ -61,8 +64,8 @@ class NetworkEntry(Strict):
     at: datetime | None = None
     method: Annotated[str, Field(max_length=10)]
     url: Url
-    status: Annotated[int, Field(ge=0, le=999)] | None = None
-    duration_ms: Annotated[float, Field(ge=0)] | None = None
+    status: Status | None = None
+    duration_ms: Millis | None = None
 
 
 class FailingRequest(Strict):
@@ -73,8 +76,8 @@ class FailingRequest(Strict):
     query: dict[str, Short] | None = None
     headers: dict[Short, Annotated[str, Field(max_length=2000)]] | None = None
     body: JsonValue = None
-    status: Annotated[int, Field(ge=0, le=999)] | None = None
-    duration_ms: Annotated[float, Field(ge=0)] | None = None
+    status: Status | None = None
+    duration_ms: Millis | None = None
 
 
 class IssueReport(Strict):

@@ -7,13 +7,14 @@ nothing. The SQL is the portable subset PostgreSQL and SQLite share (ON CONFLICT
 """
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -22,15 +23,22 @@ from .models import EnqueueState, Issue, IssueUser, Occurrence, Stage
 
 logger = logging.getLogger("kaizen.ingest")
 
-OCCURRENCE_COLUMNS = (
-    "event_id", "issue_id", "source", "received_at", "timestamp", "user_id", "user_email",
-    "session_id", "url", "route", "release", "environment", "message", "payload",
-)  # fmt: skip
-ISSUE_COLUMNS = (
-    "id", "project_id", "fingerprint", "grouping", "type", "severity", "base_severity", "rule_id",
-    "title", "culprit", "stage", "first_seen", "last_seen", "occurrence_count", "affected_users",
-    "times_reopened", "enqueue_state", "enqueued_at", "enqueue_attempts",
-)  # fmt: skip
+# Column → PostgreSQL type. Rows travel to the database as one JSON parameter per statement
+# (jsonb_to_recordset / json_each): building and parsing a 7,000-placeholder VALUES list cost
+# more than the insert itself.
+OCCURRENCE_COLUMNS = {
+    "event_id": "uuid", "issue_id": "uuid", "source": "text", "received_at": "timestamptz",
+    "timestamp": "timestamptz", "user_id": "text", "user_email": "text", "session_id": "text", "url": "text",
+    "route": "text", "release": "text", "environment": "text", "message": "text", "payload": "jsonb",
+}  # fmt: skip
+ISSUE_COLUMNS = {
+    "id": "uuid", "project_id": "bigint", "fingerprint": "text", "grouping": "text", "type": "text",
+    "severity": "text", "base_severity": "text", "rule_id": "bigint", "title": "text", "culprit": "text",
+    "stage": "text", "first_seen": "timestamptz", "last_seen": "timestamptz", "occurrence_count": "bigint",
+    "affected_users": "integer", "times_reopened": "integer", "enqueue_state": "text",
+    "enqueued_at": "timestamptz", "enqueue_attempts": "integer", "severity_pinned": "boolean",
+}  # fmt: skip
+ISSUE_USER_COLUMNS = {"issue_id": "uuid", "user_key": "text"}
 
 
 @dataclass
@@ -52,19 +60,34 @@ class _Group:
     classification: classify.Classification | None = None
 
 
-def _prep(model, column: str, value: Any) -> Any:
-    """Adapt a Python value the way the ORM would (UUIDs are text on SQLite, JSON is encoded...)."""
-    return _fields_by_column(model)[column].get_db_prep_value(value, connection)
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
 
 
-@cache
-def _fields_by_column(model) -> dict[str, Any]:
-    return {f.column: f for f in model._meta.concrete_fields}
+def _select_rows(columns: dict[str, str]) -> str:
+    """A SELECT yielding the rows of the JSON array passed as its one parameter.
+
+    `WHERE true` is SQLite's required disambiguation for INSERT ... SELECT ... ON CONFLICT.
+    """
+    if connection.vendor == "postgresql":
+        fields = ", ".join(f"{_q(c)} {t}" for c, t in columns.items())
+        return f"SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r({fields}) WHERE true"
+    return "SELECT " + ", ".join(f"value ->> '$.{c}'" for c in columns) + " FROM json_each(%s) WHERE true"
 
 
-def _values_sql(columns: Sequence[str], rows: int) -> str:
-    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    return ", ".join([one] * rows)
+def _insert_sql(table: str, columns: dict[str, str]) -> str:
+    return f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in columns)}) {_select_rows(columns)}"
+
+
+def _db_time(value: datetime) -> str:
+    # UTC without offset: how the ORM stores datetimes on SQLite (so text comparisons hold) and
+    # what PostgreSQL reads in the UTC session Django opens.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _hex(value: Any) -> str:
+    # PostgreSQL returns uuid.UUID, SQLite the 32-character hex the ORM stores.
+    return value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex
 
 
 def _fromtimestamp(value: float) -> datetime:
@@ -76,18 +99,19 @@ def _user_key(report: dict[str, Any]) -> str:
     return str(user.get("id") or user.get("email") or report.get("session_id") or "")[:200]
 
 
-def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[Any]:
-    """Insert, skipping event ids already stored; returns the event ids (as stored) that were new."""
-    rows, params = 0, []
+def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert, skipping event ids already stored; returns the (hex) event ids that were new."""
+    rows = []
     for record in records:
         report = record["report"]
         user = report.get("user") or {}
-        values = {
-            "event_id": record["event_id"],
-            "issue_id": record["issue_id"],
+        timestamp = report.get("timestamp")
+        rows.append({
+            "event_id": uuid.UUID(record["event_id"]).hex,
+            "issue_id": uuid.UUID(record["issue_id"]).hex,
             "source": record["source"],
-            "received_at": _fromtimestamp(record["received_at"]),
-            "timestamp": datetime.fromisoformat(report["timestamp"]) if report.get("timestamp") else None,
+            "received_at": _db_time(_fromtimestamp(record["received_at"])),
+            "timestamp": _db_time(datetime.fromisoformat(timestamp)) if timestamp else None,
             "user_id": user.get("id") or "",
             "user_email": user.get("email") or "",
             "session_id": report.get("session_id") or "",
@@ -97,46 +121,36 @@ def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[Any]:
             "environment": report.get("environment") or "",
             "message": report["message"],
             "payload": report,
-        }
-        params.extend(_prep(Occurrence, column, values[column]) for column in OCCURRENCE_COLUMNS)
-        rows += 1
-    sql = (
-        f"INSERT INTO {Occurrence._meta.db_table} ({', '.join(OCCURRENCE_COLUMNS)}) "
-        f"VALUES {_values_sql(OCCURRENCE_COLUMNS, rows)} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    )
+        })  # fmt: skip
+    sql = _insert_sql(Occurrence._meta.db_table, OCCURRENCE_COLUMNS) + " ON CONFLICT (issue_id, event_id) DO NOTHING RETURNING event_id"
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+        cursor.execute(sql, [orjson.dumps(rows).decode()])
+        return {_hex(row[0]) for row in cursor.fetchall()}
 
 
-def _insert_users(pairs: Sequence[tuple[Any, str]]) -> Counter:
+def _insert_users(pairs: Sequence[tuple[str, str]]) -> Counter:
     """Record (issue, user) pairs; returns, per issue, how many users are new to it."""
     if not pairs:
         return Counter()
-    params = [p for issue_id, user in pairs for p in (_prep(IssueUser, "issue_id", issue_id), user)]
+    rows = [{"issue_id": uuid.UUID(issue_id).hex, "user_key": user} for issue_id, user in pairs]
     sql = (
-        f"INSERT INTO {IssueUser._meta.db_table} (issue_id, user_key) VALUES {_values_sql(('i', 'u'), len(pairs))} "
-        "ON CONFLICT (issue_id, user_key) DO NOTHING RETURNING issue_id"
+        _insert_sql(IssueUser._meta.db_table, ISSUE_USER_COLUMNS)
+        + " ON CONFLICT (issue_id, user_key) DO NOTHING RETURNING issue_id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return Counter(str(_as_uuid(row[0])) for row in cursor.fetchall())
-
-
-def _as_uuid(value: Any) -> str:
-    # PostgreSQL returns uuid.UUID, SQLite the 32-character hex the ORM stores.
-    return str(Issue._meta.pk.to_python(value))
+        cursor.execute(sql, [orjson.dumps(rows).decode()])
+        return Counter(str(uuid.UUID(_hex(row[0]))) for row in cursor.fetchall())
 
 
 def _upsert_issues(groups: dict[str, _Group], new_users: Counter, now: datetime) -> list[tuple]:
-    table = Issue._meta.db_table
-    params: list[Any] = []
+    table = _q(Issue._meta.db_table)
+    rows = []
     for issue_id in sorted(groups):  # one lock order for every consumer: no deadlocks
         group = groups[issue_id]
         record, report = group.record, group.record["report"]
         severity = group.classification.severity
-        values = {
-            "id": issue_id,
+        rows.append({
+            "id": uuid.UUID(issue_id).hex,
             "project_id": record["project_id"],
             "fingerprint": record["fingerprint"],
             "grouping": record["grouping"],
@@ -146,27 +160,27 @@ def _upsert_issues(groups: dict[str, _Group], new_users: Counter, now: datetime)
             "rule_id": group.classification.rule_id,
             "title": _title(report),
             "culprit": (report.get("route") or report.get("url") or "")[:255],
-            "stage": Stage.DETECTED,
-            "first_seen": group.first,
-            "last_seen": group.last,
+            "stage": Stage.DETECTED.value,
+            "first_seen": _db_time(group.first),
+            "last_seen": _db_time(group.last),
             "occurrence_count": group.count,
             "affected_users": new_users.get(issue_id, 0),
             "times_reopened": 0,
-            "enqueue_state": EnqueueState.PENDING,
-            "enqueued_at": now,
+            "enqueue_state": EnqueueState.PENDING.value,
+            "enqueued_at": _db_time(now),
             "enqueue_attempts": 0,
-        }
-        params.extend(_prep(Issue, column, values[column]) for column in ISSUE_COLUMNS)
+            "severity_pinned": False,
+        })  # fmt: skip
     sql = f"""
-        INSERT INTO {table} ({", ".join(ISSUE_COLUMNS)}) VALUES {_values_sql(ISSUE_COLUMNS, len(groups))}
+        {_insert_sql(Issue._meta.db_table, ISSUE_COLUMNS)}
         ON CONFLICT (id) DO UPDATE SET
           occurrence_count = {table}.occurrence_count + excluded.occurrence_count,
           affected_users = {table}.affected_users + excluded.affected_users,
           last_seen = CASE WHEN excluded.last_seen > {table}.last_seen THEN excluded.last_seen ELSE {table}.last_seen END
-        RETURNING id, occurrence_count, affected_users, severity, base_severity, rule_id, stage
+        RETURNING id, occurrence_count, affected_users, severity, base_severity, rule_id, severity_pinned
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [orjson.dumps(rows).decode()])
         return cursor.fetchall()
 
 
@@ -206,9 +220,9 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
     rules = classify.active_rules()
     rules_by_id = {rule.id: rule for rule in rules}
     now = timezone.now()
-    by_event = {}
+    by_event: dict[str, dict[str, Any]] = {}
     for record in records:  # a batch may carry the same event twice (a client resend)
-        by_event.setdefault(_prep(Occurrence, "event_id", record["event_id"]), record)
+        by_event.setdefault(uuid.UUID(record["event_id"]).hex, record)
     with transaction.atomic():
         inserted = _insert_occurrences(list(by_event.values()))
         fresh = [record for key, record in by_event.items() if key in inserted]
@@ -224,15 +238,15 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
         new_users = _insert_users(pairs)
         changed_severity: dict[str, tuple[str, str]] = {}
         for row in _upsert_issues(groups, new_users, now):
-            issue_id = _as_uuid(row[0])
-            occurrences, affected, severity, base, rule_id, stage = row[1:]
+            issue_id = str(uuid.UUID(_hex(row[0])))
+            occurrences, affected, severity, base, rule_id, pinned = row[1:]
             group = groups[issue_id]
             is_new = occurrences == group.count
             new_base = classify.more_severe(base, group.classification.severity)
             escalated = classify.escalated_severity(
                 base=new_base, rule=rules_by_id.get(rule_id), affected_users=affected, occurrences=occurrences
             )
-            escalated = classify.more_severe(escalated, severity)
+            escalated = severity if pinned else classify.more_severe(escalated, severity)
             if (escalated, new_base) != (severity, base):
                 changed_severity[issue_id] = (escalated, new_base)
             if is_new or issue_id in reopened or escalated != severity:
@@ -241,7 +255,8 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
                 type=group.classification.type, severity=escalated, outcome="new_issue" if is_new else "grouped"
             ).inc(group.count)
         for issue_id, (severity, base) in changed_severity.items():
-            Issue.objects.filter(id=issue_id).update(severity=severity, base_severity=base)
+            # Guarded: the owner may pin the severity in the console while this batch runs.
+            Issue.objects.filter(id=issue_id, severity_pinned=False).update(severity=severity, base_severity=base)
         if reopened:
             _reopen(reopened, now)
         again = [pk for pk in result.to_enqueue if pk not in reopened]

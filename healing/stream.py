@@ -117,7 +117,8 @@ def drain(
                     batch_process(client, stream, claimed, stats)
                     continue
             start = "0" if own_pending else ">"
-            reply = client.xreadgroup(GROUP, consumer, {stream: start}, count=batch, block=None if own_pending else block_ms)
+            block = None if own_pending or until_empty else block_ms
+            reply = client.xreadgroup(GROUP, consumer, {stream: start}, count=batch, block=block)
             entries = reply[0][1] if reply else []
             if own_pending and not entries:
                 own_pending = False

@@ -131,6 +131,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 (VAR_DIR / "static").mkdir(exist_ok=True)  # whitenoise warns at start-up if it is missing
 
+# The one-time secret shown after creating a key must not ride in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -145,6 +148,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Problem-report ingestion (native and Sentry protocol) for the Kaizen self-healing backend.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1: the pydantic request models use JSON Schema's `null` type, which 3.0 cannot express.
+    "OAS_VERSION": "3.1.0",
 }
 
 # CORS is decided per project (its allowed origins) by healing.cors; nothing is open globally.
@@ -212,5 +217,8 @@ KAIZEN_MAX_ENVELOPE_BYTES = int(os.environ.get("KAIZEN_MAX_ENVELOPE_BYTES", str(
 # How long a process trusts its cached key → project look-up; a revoked key stops working after this.
 KAIZEN_KEY_CACHE_SECONDS = float(os.environ.get("KAIZEN_KEY_CACHE_SECONDS", "5"))
 KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE", "1000"))
+# The sandbox honours signed X-Kaizen-Probe headers that force a flag on for one user (flags.probes).
+KAIZEN_SANDBOX_MODE = env_bool("KAIZEN_SANDBOX_MODE")
+KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "")
 
 LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))

@@ -1,14 +1,18 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from healing import api as healing_api
+from healing import sentry_api
 
 from . import ops
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/issues", healing_api.IssueReportView.as_view(), name="issue-report"),
+    path("api/v1/", include("flags.urls")),
+    path("api/<int:project_id>/envelope/", sentry_api.SentryEnvelopeView.as_view(), name="sentry-envelope"),
+    path("api/<int:project_id>/store/", sentry_api.SentryStoreView.as_view(), name="sentry-store"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", ops.healthz, name="healthz"),

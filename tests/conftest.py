@@ -1,6 +1,9 @@
 """Shared fixtures: the real PostgreSQL (pytest-django) and Redis (database 15, flushed per test)."""
 
+import fcntl
+import importlib
 import threading
+from pathlib import Path
 
 import pytest
 import redis
@@ -8,9 +11,18 @@ from django.conf import settings
 from django.test import Client
 
 from healing import classify, projects, stream
+from healing.models import ClassificationRule
 from kaizen_site.celery import app as celery_app
 
 from .factories import ProjectKeyFactory
+
+
+def pytest_configure(config):
+    """Two suites on one machine would share the PostgreSQL test database and Redis database 15
+    (each run recreates and flushes them), so runs take turns on a lock file."""
+    lock_path = Path(settings.VAR_DIR) / "test-suite.lock"
+    config._kaizen_lock = lock_path.open("w")
+    fcntl.flock(config._kaizen_lock, fcntl.LOCK_EX)
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +35,25 @@ def _clean_state():
     yield
     projects.forget_keys()
     classify.forget_rules()
+
+
+@pytest.fixture(autouse=True)
+def _default_rules(request):
+    """Transactional tests end by flushing every table, including the classification rules a
+    migration seeds; put them back for any test that touches the database."""
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if marker is None and not names & {"db", "transactional_db", "live_server"}:
+        return
+    transactional = bool(names & {"transactional_db", "live_server"}) or bool(
+        marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    from django.apps import apps
+
+    if not ClassificationRule.objects.exists():
+        seeding = importlib.import_module("healing.migrations.0002_default_classification_rules")
+        seeding.seed(apps, None)
 
 
 @pytest.fixture
@@ -86,4 +117,4 @@ def celery_eager():
 @pytest.fixture
 def broker():
     """The Redis broker Celery publishes to (kombu keeps each queue as a list named after it)."""
-    return redis.Redis.from_url(celery_app.conf.broker_url)
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)

@@ -1,0 +1,37 @@
+# Kaizen: `make run` brings the whole service up on the embedded default; `make test` runs the suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROM_DIR := var/prometheus
+
+.PHONY: run test test-sqlite bench lint clean
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+# Migrations, the demo project (its key is printed), then web + ingest consumer + both worker
+# groups + beat under honcho. Ctrl-C stops them all.
+run: export DEBUG ?= 1
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py kaizen_demo
+	rm -rf $(PROM_DIR) && mkdir -p $(PROM_DIR)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PROMETHEUS_MULTIPROC_DIR=$(PROM_DIR) $(VENV)/bin/honcho start -f Procfile
+
+# The suite against the machine's PostgreSQL and Redis (see kaizen_site/test_settings.py).
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest
+
+# The same suite on the SQLite default.
+test-sqlite: $(VENV)/.installed
+	DATABASE_URL= $(VENV)/bin/pytest
+
+bench: $(VENV)/.installed
+	$(PY) bench/ingest.py
+	$(PY) bench/queue_isolation.py
+
+clean:
+	rm -rf var $(VENV)

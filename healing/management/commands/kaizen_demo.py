@@ -1,0 +1,53 @@
+"""Make sure the demo project and an admin account exist, and print how to report to it."""
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from healing.models import Project
+from healing.projects import key_issue, project_create
+
+DEMO_ORIGINS = ["http://localhost:8000", "http://127.0.0.1:8000"]
+
+
+class Command(BaseCommand):
+    help = "Create the demo project (and an admin user) if missing; print its ingest key."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1:8000", help="Where the API is served, for the examples.")
+
+    @transaction.atomic
+    def handle(self, *args, host: str, **options):
+        secret = None
+        project = Project.objects.filter(slug="demo").first()
+        if project is None:
+            project, issued = project_create(slug="demo", name="Demo product", allowed_origins=DEMO_ORIGINS, actor="kaizen")
+            key, secret = issued.key, issued.secret
+        else:
+            key = project.keys.filter(is_active=True).order_by("-created_at").first()
+            if key is None:
+                issued = key_issue(project=project)
+                key, secret = issued.key, issued.secret
+
+        User = get_user_model()
+        password = None
+        if not User.objects.filter(username="admin").exists():
+            password = secrets.token_urlsafe(12)
+            User.objects.create_superuser("admin", "", password)
+
+        out = self.stdout.write
+        out(self.style.SUCCESS(f"Demo project '{project.slug}' (id {project.id})"))
+        out(f"  ingest key : {key.public_key}")
+        if secret:
+            out(f"  secret key : {secret}   (shown once)")
+        out(f"  Sentry DSN : http://{key.public_key}@{host}/{project.id}")
+        out(
+            f"  try it     : curl -X POST 'http://{host}/api/v1/issues' -H 'X-Kaizen-Key: {key.public_key}' "
+            "-H 'Content-Type: application/json' -d '{\"type\": \"SILENT_FAILURE\", \"message\": \"Generate did nothing\"}'"
+        )
+        if password:
+            out(f"  console    : http://{host}/admin/  user admin, password {password}   (shown once)")
+        else:
+            out(f"  console    : http://{host}/admin/  user admin")
