@@ -115,7 +115,7 @@ class FlagsEvaluateView(FlagsView):
         forced = probe_forced_flags(request)
         snapshot = evaluate.project_snapshot(project_id=request.auth.project_id)
         try:
-            results = evaluate.flags_evaluate(project_id=snapshot.project_id, items=items, forced=forced)
+            results = evaluate.flags_evaluate(snapshot=snapshot, items=items, forced=forced)
         except evaluate.UnknownFlag as exc:
             raise UnknownFlagError(exc) from exc
         return Response(

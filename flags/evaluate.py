@@ -285,11 +285,11 @@ def flag_enabled(*, project_id: int, key: str, user_id: str, default: bool = Fal
 
 
 def flags_evaluate(
-    *, project_id: int, items: Iterable[tuple[str, str]], forced: Mapping[str, str] | None = None
+    *, snapshot: ProjectSnapshot, items: Iterable[tuple[str, str]], forced: Mapping[str, str] | None = None
 ) -> list[Evaluation]:
     """Evaluate (flag key, user id) pairs; unknown keys raise UnknownFlag (all of them named).
     `forced` maps a flag key to the one user a verified sandbox probe turned it on for."""
-    flags = project_snapshot(project_id=project_id).flags
+    flags = snapshot.flags
     pairs = list(items)
     unknown = [key for key, _ in pairs if key not in flags]
     if unknown:

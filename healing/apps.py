@@ -12,6 +12,8 @@ class HealingConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
+        from kaizen_site import checks  # noqa: F401 - registers the configuration checks
+
         from . import cors  # noqa: F401 - connects the per-project CORS signal
 
         logger.info("runtime chosen: %s", settings.RUNTIME.describe())

@@ -44,7 +44,16 @@ def _check_redis() -> dict:
 
     client = redis_client.get().client
     client.ping()
-    return {"ingest_backlog": client.xlen(settings.KAIZEN_INGEST_STREAM)}
+    return {"ingest_backlog": client.xlen(settings.KAIZEN_INGEST_STREAM), "persistence": _redis_persistence(client)}
+
+
+def _redis_persistence(client) -> str:
+    """Reports in the ingest stream survive a Redis restart only with AOF on (see the README)."""
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+    except Exception:  # managed Redis often refuses CONFIG; that is not a health failure
+        return "unknown"
+    return "aof" if aof == "yes" else "none: reports not yet stored are lost if Redis restarts"
 
 
 @require_GET

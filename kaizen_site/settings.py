@@ -155,8 +155,8 @@ SPECTACULAR_SETTINGS = {
 # CORS is decided per project (its allowed origins) by healing.cors; nothing is open globally.
 CORS_ALLOWED_ORIGINS: list[str] = []
 CORS_URLS_REGEX = r"^/api/.*$"
-CORS_ALLOW_HEADERS = ["content-type", "x-kaizen-key", "x-sentry-auth", "sentry-trace", "baggage"]
-CORS_EXPOSE_HEADERS = ["retry-after", "x-sentry-rate-limits"]
+CORS_ALLOW_HEADERS = ["content-type", "x-kaizen-key", "x-sentry-auth", "sentry-trace", "baggage", "if-none-match"]
+CORS_EXPOSE_HEADERS = ["retry-after", "x-sentry-rate-limits", "etag"]
 
 # --- Celery ---------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

@@ -6,7 +6,11 @@ import pytest
 from django.utils import timezone
 
 from flags import evaluate, services
-from flags.evaluate import bucket, flag_enabled, flags_evaluate
+from flags.evaluate import bucket, flag_enabled, project_snapshot
+
+
+def flags_evaluate(*, project_id, items):
+    return evaluate.flags_evaluate(snapshot=project_snapshot(project_id=project_id), items=items)
 
 # (groupId, userId, rollout %, expected) from Unleash's client specification
 # (https://github.com/Unleash/client-specification):

@@ -172,3 +172,38 @@ def test_store_batches_mixed_projects_and_duplicates(db):
     again = store.reports_store(records=records)
     assert (again.stored, again.duplicates, again.to_enqueue) == (0, 10, {})
     assert sorted(Issue.objects.values_list("occurrence_count", flat=True)) == [5, 5]
+
+
+def test_a_severity_the_owner_pinned_is_kept(mode, post_report, drain):
+    for n in range(3):
+        post_report({"type": "AUTH_ISSUE", "message": "Session expired right after login", "user": {"id": f"u{n}"}})
+    drain()
+    Issue.objects.update(severity="P3", severity_pinned=True)
+    for n in range(3, 12):  # enough users to escalate an unpinned issue to P0
+        post_report({"type": "AUTH_ISSUE", "message": "Session expired right after login", "user": {"id": f"u{n}"}})
+    drain()
+    issue = Issue.objects.get()
+    assert (issue.severity, issue.affected_users) == ("P3", 12)
+
+
+def test_old_occurrences_are_trimmed_but_counts_stay_exact(db, post_report, drain):
+    from healing import retention
+
+    for n in range(7):
+        post_report({**SILENT, "user": {"id": f"u{n}"}})
+    drain()
+    newest = list(Occurrence.objects.order_by("-id").values_list("id", flat=True)[:3])
+    assert retention.occurrences_trim(keep=3) == 4
+    assert sorted(Occurrence.objects.values_list("id", flat=True), reverse=True) == newest
+    assert Issue.objects.get().occurrence_count == 7
+
+
+@pytest.mark.parametrize("origins", [["https://a.example.com/path"], ["a.example.com"], ["ftp://a.example.com"], "x", [1]])
+def test_project_origins_must_be_bare_origins(db, origins):
+    from django.core.exceptions import ValidationError
+
+    from tests.factories import ProjectFactory
+
+    project = ProjectFactory.build(allowed_origins=origins)
+    with pytest.raises(ValidationError):
+        project.full_clean()

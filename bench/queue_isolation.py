@@ -1,0 +1,462 @@
+"""Queue isolation benchmark: how long P0 issue work waits for a worker while a P3 flood is queued.
+
+    .venv/bin/python bench/queue_isolation.py [--backlog 20000] [--reports 100] [--work burn|sleep]
+
+What is measured: for each P0 report, the time from the bench's POST /api/v1/issues to the start
+of its healing.tasks.process_issue in a worker (recorded by bench/busywork.py on task_prerun).
+That is an upper bound of enqueue → start: it also holds the HTTP request and the ingest
+consumer's drain of the Redis stream into the database, which happen before the enqueue.
+
+How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
+broker): gunicorn, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
+and `routine` (P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
+each) is queued on P3 so the routine worker stays busy, then P0 reports are sent over ~5 s.
+Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
+the queue the P0 issues also go to.
+
+Target: P0 p99 ≤ 250 ms with isolated queues, while the single-queue baseline waits behind the backlog.
+"""
+
+import argparse
+import io
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BENCH_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "bench",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/kaizen_bench_queues",
+    "REDIS_URL": "redis://127.0.0.1:6379/4",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/4",
+    "KAIZEN_INGEST_MODE": "stream",
+    "KAIZEN_INGEST_STREAM": "kaizen:ingest",
+    "DJANGO_SETTINGS_MODULE": "kaizen_site.settings",
+    "PYTHONPATH": str(ROOT),
+    "PYTHONUNBUFFERED": "1",
+}
+os.environ.update(BENCH_ENV)
+
+TARGET_P99_MS = 250.0
+SEND_OVER_SECONDS = 5.0
+WARM_UP_REPORTS = 4
+BIN = Path(sys.executable).parent
+
+
+# --- Set-up ---------------------------------------------------------------------------------
+
+
+def database_ensure(url: str) -> None:
+    import dj_database_url
+    import psycopg
+    from psycopg import sql
+
+    db = dj_database_url.parse(url)
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"], "dbname": "postgres"}
+    if db["PASSWORD"]:
+        params["password"] = db["PASSWORD"]
+    with psycopg.connect(**params, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+            print(f"created database {db['NAME']}")
+
+
+def demo_project_key() -> str:
+    """The demo project, unthrottled; returns its public ingest key."""
+    from django.core.management import call_command
+
+    from healing.models import Project
+
+    call_command("kaizen_demo", stdout=io.StringIO())
+    project = Project.objects.get(slug="demo")
+    Project.objects.filter(pk=project.pk).update(rate_limit_per_minute=10_000_000)
+    return project.keys.filter(is_active=True).order_by("-created_at").first().public_key
+
+
+def redis():
+    from healing import redis_client
+
+    return redis_client.get().client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- Processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """Subprocesses, each in its own process group, with their output in one folder."""
+
+    logs: Path
+    running: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], **env: str) -> None:
+        with (self.logs / f"{name}.log").open("w") as log:
+            self.running[name] = subprocess.Popen(  # noqa: S603 - our own programs, our own arguments
+                argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def check(self, name: str) -> None:
+        if self.running[name].poll() is not None:
+            raise SystemExit(f"{name} exited early; see {self.logs / (name + '.log')}")
+
+    def stop(self, name: str, timeout: float = 20.0) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL for whatever is left of the process group."""
+        proc = self.running.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+def web_start(procs: Processes) -> str:
+    import requests
+
+    port = free_port()
+    procs.start("web", [str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py"],
+                PORT=str(port))  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        procs.check("web")
+        try:
+            if requests.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return base_url
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"gunicorn did not come up; see {procs.logs / 'web.log'}")
+
+
+def consumer_start(procs: Processes) -> None:
+    procs.start("consumer", [sys.executable, "manage.py", "ingest_consumer"])
+
+
+def worker_start(procs: Processes, name: str, queues: str, concurrency: int) -> None:
+    """A worker as the Procfile runs it, plus the busywork task; returns once it is ready."""
+    procs.start(name, [
+        str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
+        "--concurrency", str(concurrency), "-P", "prefork", "--loglevel", "INFO", "--include", "bench.busywork",
+    ])  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        procs.check(name)
+        if f"{name}@" in (log := procs.log(name)) and " ready." in log:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"worker {name} was not ready after 60 s; see {procs.logs / (name + '.log')}")
+
+
+# --- Queues ---------------------------------------------------------------------------------
+
+
+def backlog_publish(*, queue: str, count: int, work: str) -> float:
+    """Queue `count` busywork tasks on `queue` through one producer; returns the seconds it took."""
+    from bench.busywork import WORK_SECONDS, busy
+    from kaizen_site.celery import app
+
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            busy.apply_async(args=(WORK_SECONDS, work), queue=queue, producer=producer)
+    return time.perf_counter() - started
+
+
+def depth(queue: str) -> int:
+    return redis().llen(queue)
+
+
+def queues_purge() -> None:
+    """Empty every Celery queue, including messages workers had reserved but not acknowledged."""
+    from django.conf import settings
+
+    from kaizen_site.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in settings.CELERY_TASK_QUEUES:
+            conn.default_channel.queue_purge(queue.name)
+    redis().delete("unacked", "unacked_index")
+
+
+def backlog_confirm(queue: str, who: str) -> tuple[int, float]:
+    """Check the worker is busy on the backlog: still large and going down. Returns depth and rate."""
+    before = depth(queue)
+    time.sleep(2.0)
+    after = depth(queue)
+    if after == 0 or after >= before:
+        raise SystemExit(f"{who} is not working through the {queue} backlog ({before} → {after} queued)")
+    rate = (before - after) / 2.0
+    print(f"  {who} busy: {queue} backlog {after:,}, draining at {rate:,.0f} tasks/s")
+    return after, rate
+
+
+# --- P0 reports -----------------------------------------------------------------------------
+
+
+def p0_report(tag: str, n: int) -> dict:
+    return {
+        "type": "BILLING_ISSUE",
+        "message": "I paid for 100 credits but my balance still shows 0",
+        "fingerprint": [f"bench-p0-{tag}-{n}"],
+        "user": {"id": f"u{n}"},
+    }
+
+
+def reports_send(base_url: str, key: str, *, tag: str, count: int, over: float) -> dict[str, float]:
+    """POST `count` distinct P0 reports evenly over `over` seconds; returns issue id → time sent."""
+    import requests
+
+    sent: dict[str, float] = {}
+    with requests.Session() as session:
+        session.headers["X-Kaizen-Key"] = key
+        first = time.monotonic()
+        for n in range(count):
+            time.sleep(max(0.0, first + n * over / count - time.monotonic()))
+            at = time.time()
+            response = session.post(f"{base_url}/api/v1/issues", json=p0_report(tag, n), timeout=10)
+            if response.status_code != 202:
+                raise SystemExit(f"ingest answered {response.status_code}: {response.text[:300]}")
+            sent[response.json()["issue_id"]] = at
+    return sent
+
+
+def starts_wait(issue_ids: list[str], timeout: float) -> dict[str, float]:
+    """Wait until every issue's process_issue started, or `timeout`; returns issue id → start time."""
+    from bench.busywork import STARTS_KEY
+
+    deadline = time.monotonic() + timeout
+    while True:
+        values = redis().hmget(STARTS_KEY, issue_ids)
+        started = {pk: float(v) for pk, v in zip(issue_ids, values, strict=True) if v is not None}
+        if len(started) == len(issue_ids) or time.monotonic() >= deadline:
+            return started
+        time.sleep(0.05)
+
+
+def severities_check(issue_ids: list[str], timeout: float = 30.0) -> None:
+    """Every report must have been stored as a P0 issue; abort with a clear message if not."""
+    from healing.models import Issue
+
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = dict(Issue.objects.filter(id__in=issue_ids).values_list("id", "severity"))
+        if len(stored) == len(issue_ids) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if len(stored) < len(issue_ids):
+        raise SystemExit(f"only {len(stored)}/{len(issue_ids)} reports reached the database within {timeout:.0f} s")
+    wrong = sorted({severity for severity in stored.values() if severity != "P0"})
+    if wrong:
+        raise SystemExit(f"the bench's reports were classified {', '.join(wrong)}, not P0: check the classification rules")
+
+
+def published_at(issue_ids: list[str]) -> dict[str, float]:
+    """When the outbox recorded each issue's task as sent (right after the publish returned)."""
+    from healing.models import Issue
+
+    rows = Issue.objects.filter(id__in=issue_ids, enqueued_at__isnull=False).values_list("id", "enqueued_at")
+    return {str(pk): at.timestamp() for pk, at in rows}
+
+
+# --- Figures --------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def waits_ms(sent: dict[str, float], started: dict[str, float]) -> list[float]:
+    return [(started[pk] - sent[pk]) * 1000 for pk in started]
+
+
+def spread(values: list[float]) -> str:
+    return f"p50 {percentile(values, 50):,.0f} ms, p99 {percentile(values, 99):,.0f} ms, max {max(values):,.0f} ms"
+
+
+@dataclass
+class Outcome:
+    reports: int
+    waits: list[float]  # ms, for the reports whose work started
+    backlog: int = 0  # tasks ahead of the P0 work when it was sent
+    not_started: int = 0
+    left_ahead: int = 0  # tasks still ahead of the P0 work that never started
+
+
+# --- The two runs ---------------------------------------------------------------------------
+
+
+def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> Outcome:
+    from django.conf import settings
+
+    groups = settings.CELERY_WORKER_GROUPS
+    print(f"isolated queues: worker `urgent` [{groups['urgent']}] ×2, worker `routine` [{groups['routine']}] ×2")
+    worker_start(procs, "urgent", groups["urgent"], 2)
+    worker_start(procs, "routine", groups["routine"], 2)
+
+    warm = reports_send(base_url, key, tag=f"{tag}-warm", count=WARM_UP_REPORTS, over=0.0)
+    severities_check(list(warm))
+    if len(starts_wait(list(warm), timeout=30)) < len(warm):
+        raise SystemExit("warm-up: the P0 reports were never processed; see the urgent worker's log")
+    print(f"  warm-up: {len(warm)} P0 reports stored as P0 and processed")
+
+    took = backlog_publish(queue="P3", count=args.backlog, work=args.work)
+    print(f"  queued {args.backlog:,} busywork tasks on P3 in {took:.1f} s")
+    backlog, _ = backlog_confirm("P3", "routine worker")
+
+    sent = reports_send(base_url, key, tag=f"{tag}-isolated", count=args.reports, over=SEND_OVER_SECONDS)
+    started = starts_wait(list(sent), timeout=args.timeout)
+    severities_check(list(sent))
+    waits = waits_ms(sent, started)
+    print(f"  sent {len(sent)} P0 reports over {SEND_OVER_SECONDS:.0f} s; all stored as P0; "
+          f"{len(started)}/{len(sent)} started within {args.timeout:.0f} s")  # fmt: skip
+    if waits:
+        ok = percentile(waits, 99) <= TARGET_P99_MS
+        print(f"  P0 wait (POST → task start): {spread(waits)}   "
+              f"target p99 ≤ {TARGET_P99_MS:.0f} ms: {'met' if ok else 'MISSED'}")  # fmt: skip
+        print(f"    of which POST → published {breakdown(sent, started, before=True)}; "
+              f"published → started {breakdown(sent, started, before=False)}")  # fmt: skip
+    print(f"  P3 backlog remaining: {depth('P3'):,} tasks")
+    return Outcome(reports=len(sent), waits=waits, backlog=backlog, not_started=len(sent) - len(started))
+
+
+def breakdown(sent: dict[str, float], started: dict[str, float], *, before: bool) -> str:
+    """p50/p99 of the part of the wait before (ingest) or after (queue) the task was published."""
+    published = published_at(list(started))
+    parts = [
+        ((published[pk] - sent[pk]) if before else (started[pk] - published[pk])) * 1000
+        for pk in started
+        if pk in published
+    ]
+    return f"p50 {percentile(parts, 50):,.0f} ms, p99 {percentile(parts, 99):,.0f} ms" if parts else "n/a"
+
+
+def run_single_queue(procs: Processes, base_url: str, key: str, args, tag: str) -> Outcome:
+    everything = "P0,P1,P2,P3,notify,ops,research"
+    print(f"single queue (baseline): one worker [{everything}] ×4, the backlog on P0")
+    procs.stop("urgent")
+    procs.stop("routine")
+    queues_purge()
+    took = backlog_publish(queue="P0", count=args.backlog, work=args.work)
+    print(f"  queued {args.backlog:,} busywork tasks on P0 in {took:.1f} s")
+    worker_start(procs, "single", everything, 4)
+    backlog_confirm("P0", "worker")
+
+    backlog, since = depth("P0"), time.monotonic()
+    sent = reports_send(base_url, key, tag=f"{tag}-single", count=args.reports, over=SEND_OVER_SECONDS)
+    started = starts_wait(list(sent), timeout=args.timeout)
+    severities_check(list(sent))
+    waits = waits_ms(sent, started)
+    not_started = len(sent) - len(started)
+    left_ahead = max(0, depth("P0") - not_started)
+    rate = (backlog - left_ahead) / (time.monotonic() - since)  # busywork tasks/s, as measured
+    print(f"  sent {len(sent)} P0 reports over {SEND_OVER_SECONDS:.0f} s with {backlog:,} tasks ahead; all stored as P0")
+    print(f"  started within {args.timeout:.0f} s: {len(started)}/{len(sent)}" + (f" ({spread(waits)})" if waits else ""))
+    if not_started:
+        print(f"  not started after {args.timeout:.0f} s: {not_started} reports, {left_ahead:,} tasks still ahead of "
+              f"them ≈ {expected_seconds(left_ahead):,.0f} s more at 50 ms / 4 processes"
+              + (f" (≈ {left_ahead / rate:,.0f} s at the {rate:,.0f} tasks/s measured)" if rate > 0 else ""))  # fmt: skip
+    return Outcome(reports=len(sent), waits=waits, backlog=backlog, not_started=not_started, left_ahead=left_ahead)
+
+
+def expected_seconds(tasks: int) -> float:
+    from bench.busywork import WORK_SECONDS
+
+    return tasks * WORK_SECONDS / 4
+
+
+def summary(isolated: Outcome, single: Outcome, timeout: float) -> str:
+    if isolated.waits:
+        waits = f"P0 wait p50 {percentile(isolated.waits, 50):,.0f} ms, p99 {percentile(isolated.waits, 99):,.0f} ms"
+    else:
+        waits = "no P0 work started"
+    if isolated.not_started:
+        waits += f" ({isolated.not_started} not started)"
+    started = single.reports - single.not_started
+    return (
+        f"queue isolation: {waits} (target p99 ≤ {TARGET_P99_MS:.0f} ms) — single queue: {started}/{single.reports} "
+        f"started within {timeout:.0f} s, backlog {single.backlog:,} tasks ≈ {expected_seconds(single.backlog):,.0f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=20_000, help="busywork tasks queued ahead (default 20,000)")
+    parser.add_argument("--reports", type=int, default=100, help="P0 reports sent (default 100)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait, after the last report, for P0 work to start")
+    parser.add_argument("--work", choices=("burn", "sleep"), default="burn", help="busywork burns CPU or sleeps")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill too
+
+    began = time.monotonic()
+    database_ensure(os.environ["DATABASE_URL"])
+    import django
+
+    logging.getLogger("kaizen").setLevel(logging.WARNING)  # keep this process's info lines out of the figures
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    key = demo_project_key()
+    redis().flushdb()
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start")
+    print(f"busywork: {args.work} 50 ms per task; {args.backlog:,} tasks queued ahead; {args.reports} P0 reports")
+
+    tag = uuid.uuid4().hex[:8]
+    procs = Processes(logs=Path(tempfile.mkdtemp(prefix="queue-isolation-")))
+    try:
+        base_url = web_start(procs)
+        consumer_start(procs)
+        isolated = run_isolated(procs, base_url, key, args, tag)
+        single = run_single_queue(procs, base_url, key, args, tag)
+    except BaseException:
+        print(f"logs of the processes: {procs.logs}")
+        raise
+    finally:
+        procs.stop_all()
+        queues_purge()
+    shutil.rmtree(procs.logs, ignore_errors=True)
+
+    print("note: the wait runs from the bench's POST to the task's start, so it also holds the HTTP request and "
+          "the ingest consumer's drain of the stream: an upper bound of enqueue → start.")  # fmt: skip
+    print(summary(isolated, single, args.timeout))
+    load = os.getloadavg()
+    print(f"wall time {time.monotonic() - began:.0f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Start-up checks of the configuration (`manage.py check`, and every runserver/migrate)."""
+
+import zoneinfo
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.compatibility)
+def owner_settings(app_configs, **kwargs):
+    problems = []
+    try:
+        zoneinfo.ZoneInfo(settings.KAIZEN_OWNER_TIMEZONE)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            Error(
+                f"KAIZEN_OWNER_TIMEZONE={settings.KAIZEN_OWNER_TIMEZONE!r} is not an IANA timezone name.",
+                hint='Use a name such as "Europe/Paris" or "America/New_York".',
+                id="kaizen.E001",
+            )
+        )
+    if not settings.KAIZEN_OWNER_EMAILS:
+        problems.append(
+            Warning(
+                "KAIZEN_OWNER_EMAILS is empty: owner email alerts are off.",
+                hint="Set a comma-separated list of addresses.",
+                id="kaizen.W001",
+            )
+        )
+    return problems
