@@ -29,6 +29,10 @@ test: $(VENV)/.installed
 test-sqlite: $(VENV)/.installed
 	DATABASE_URL= $(VENV)/bin/pytest
 
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 bench: $(VENV)/.installed
 	$(PY) bench/ingest.py
 	$(PY) bench/queue_isolation.py

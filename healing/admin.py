@@ -312,7 +312,9 @@ class IssueAdmin(admin.ModelAdmin):
         # when the page was read, undoing what ingest added since.
         obj.save(update_fields=fields)
         if "stage" in form.changed_data:
-            IssueEvent.objects.create(issue=obj, stage=obj.stage, message="", detail=f"Set by {_actor(request)} in the console.")
+            IssueEvent.objects.create(
+                issue=obj, stage=obj.stage, message="", detail=f"Set by {_actor(request)} in the console."
+            )
         audit_record(actor=_actor(request), action="issue.update", target=f"issue:{obj.pk}", detail=detail)
 
 
@@ -458,3 +460,6 @@ class OccurrenceAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if payload.get("recording"):
             payload["recording"] = f"<{len(payload['recording'])} characters of base64 recording>"
         return format_html("<pre>{}</pre>", json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+from . import admin_changes  # noqa: E402, F401 - Kaizen tickets and components (after the helpers it reuses)

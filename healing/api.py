@@ -11,12 +11,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import ingest, metrics
-from .errors import IngestError
 from .authentication import ProjectKeyAuthentication
+from .errors import IngestError
 from .parsers import ReportJSONParser, ReportTextParser
 from .schemas import ErrorBody, IssueAccepted, IssueReport
 
-OUTCOMES = {202: "accepted", 200: "accepted", 401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited"}
+OUTCOMES = {
+    202: "accepted",
+    200: "accepted",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 class JSONOnly(BaseContentNegotiation):
@@ -60,7 +67,15 @@ class IssueReportView(IngestView):
         ),
         parameters=[OpenApiParameter("key", str, description="The project's public key (browsers).")],
         request=IssueReport,
-        responses={202: IssueAccepted, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody},
+        responses={
+            202: IssueAccepted,
+            400: ErrorBody,
+            401: ErrorBody,
+            403: ErrorBody,
+            413: ErrorBody,
+            415: ErrorBody,
+            429: ErrorBody,
+        },
     )
     def post(self, request):
         if request.META.get("CONTENT_LENGTH") in (None, "", "0") and "chunked" not in request.headers.get(

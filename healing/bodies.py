@@ -81,7 +81,10 @@ def parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         # orjson also refuses invalid UTF-8 and lone surrogates here.
         raise IngestError("invalid_json", f"Body is not valid JSON: {exc}") from None
-    check_tree(data)
+    # Skip the walk when it cannot find anything: orjson refuses raw NUL bytes (control
+    # characters must be escaped), and fewer brackets than MAX_DEPTH cannot nest deeper.
+    if b"\\u0000" in body or body.count(b"{") + body.count(b"[") > MAX_DEPTH:
+        check_tree(data)
     return data
 
 

@@ -118,9 +118,7 @@ def raise_severity(severity: str, levels: int) -> str:
     return SEVERITY_ORDER[max(0, index - levels)].value
 
 
-def escalated_severity(
-    *, base: str, rule: CompiledRule | None, affected_users: int, occurrences: int
-) -> str:
+def escalated_severity(*, base: str, rule: CompiledRule | None, affected_users: int, occurrences: int) -> str:
     """One level up for many affected users, one more for heavy recurrence (never above P0)."""
     if rule is None:
         return base

@@ -114,7 +114,8 @@ class QuotaWindow:
 def _quota_window() -> QuotaWindow:
     now = time.time()
     return QuotaWindow(
-        index=int(now // QUOTA_WINDOW_SECONDS), retry_after=max(1, QUOTA_WINDOW_SECONDS - int(now % QUOTA_WINDOW_SECONDS))
+        index=int(now // QUOTA_WINDOW_SECONDS),
+        retry_after=max(1, QUOTA_WINDOW_SECONDS - int(now % QUOTA_WINDOW_SECONDS)),
     )
 
 

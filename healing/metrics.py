@@ -25,3 +25,8 @@ INGEST_LATENCY = Histogram(
 ISSUES_ENQUEUED = Counter(
     "kaizen_issues_enqueued_total", "process_issue tasks published, by queue and outcome.", ["queue", "outcome"]
 )
+SENTRY_ITEMS = Counter(
+    "kaizen_sentry_items_total",
+    "Sentry envelope items received, by item type and outcome (report, ignored).",
+    ["type", "outcome"],
+)

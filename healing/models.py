@@ -77,7 +77,9 @@ class Project(models.Model):
         origins = self.allowed_origins
         if not isinstance(origins, list) or not all(isinstance(o, str) and _is_origin(o) for o in origins):
             raise ValidationError(
-                {"allowed_origins": 'A list of origins (scheme, host and port only), such as "https://app.example.com".'}
+                {
+                    "allowed_origins": 'A list of origins (scheme, host and port only), such as "https://app.example.com".'
+                }
             )
 
 
@@ -86,7 +88,9 @@ def _is_origin(value: str) -> bool:
     from urllib.parse import urlsplit
 
     parts = urlsplit(value.rstrip("/"))
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and not (parts.path or parts.query or parts.fragment)
+    return (
+        parts.scheme in ("http", "https") and bool(parts.netloc) and not (parts.path or parts.query or parts.fragment)
+    )
 
 
 class ProjectKey(models.Model):
@@ -122,7 +126,9 @@ class ClassificationRule(models.Model):
     exception_regex = models.CharField(max_length=500, blank=True)
     status_min = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Failing request status ≥ this.")
     status_max = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Failing request status ≤ this.")
-    result_type = models.CharField(max_length=32, choices=IssueType.choices, blank=True, help_text="Empty: keep the hint.")
+    result_type = models.CharField(
+        max_length=32, choices=IssueType.choices, blank=True, help_text="Empty: keep the hint."
+    )
     severity = models.CharField(max_length=2, choices=Severity.choices)
     escalate_users = models.PositiveIntegerField(
         null=True, blank=True, help_text="Raise severity one level once this many distinct users are affected."
@@ -260,3 +266,136 @@ class AuditEntry(models.Model):
 
 def issue_id_for(*, project_id: int, fingerprint: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"kaizen:{project_id}:{fingerprint}")
+
+
+# --- Changes (Kaizen tickets) -----------------------------------------------------------------
+
+from django.core.validators import MaxValueValidator, MinValueValidator  # noqa: E402
+
+
+class Component(models.Model):
+    """A part of the product a Change touches (checkout, auth, the canary…), with who owns it,
+    what it promises (SLO targets) and how a change to it is undone by default."""
+
+    id = models.SlugField(primary_key=True, max_length=100)
+    name = models.CharField(max_length=200)
+    tier = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(3)], help_text="1: business-critical … 3: peripheral."
+    )
+    owner = models.CharField(max_length=200, blank=True)
+    slo = models.JSONField(default=dict, blank=True, help_text='SLO targets by metric, e.g. {"error_rate": 0.01}.')
+    rollback_plan = models.TextField(blank=True, help_text="Used by a Change on this component that names none.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(tier__gte=1) & models.Q(tier__lte=3), name="component_tier_1_3")
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class ChangeStatus(models.TextChoices):
+    DRAFT = "draft"
+    PLANNED = "planned"
+    IN_PROGRESS = "in_progress"
+    IN_REVIEW = "in_review"
+    CANARY = "canary"
+    COMPLETE = "complete"
+    ABORTED = "aborted"
+
+
+class PatchState(models.TextChoices):
+    """Where the Change's code patch is: Kaizen never applies one itself (see healing.changes)."""
+
+    NONE = "none"
+    AWAITING_APPROVAL = "awaiting_approval", "waiting for the owner's approval"
+    APPROVED = "approved", "approved by the owner"
+    SENDING = "sending", "being sent to the executor"
+    SUBMITTED = "submitted", "accepted by the executor"
+    FAILED = "failed"
+
+
+CHANGE_KEY_PREFIX = "KAIZ-"
+
+
+class Change(models.Model):
+    """A Kaizen ticket: one change to production behaviour, from plan to canary to done.
+
+    `number` is the sequence behind the display id (KAIZ-001); healing.changes assigns it and
+    moves `status` — through the promotion log, never by saving this row.
+    """
+
+    number = models.PositiveIntegerField(unique=True, editable=False)
+    title = models.CharField(max_length=255)
+    component = models.ForeignKey(Component, null=True, blank=True, on_delete=models.PROTECT, related_name="changes")
+    owner = models.CharField(max_length=200, blank=True)
+    severity = models.CharField(max_length=2, choices=Severity.choices)
+    objective = models.TextField(blank=True)
+    success_criteria = models.TextField(blank=True)
+    abort_criteria = models.TextField(blank=True)
+    rollback_plan = models.TextField(blank=True)
+    plan = models.JSONField(
+        default=list, blank=True, help_text='Remediation actions, in order: [{"action": …, "params": {…}}].'
+    )
+    patch_summary = models.TextField(blank=True, help_text="What the code patch does (markdown).")
+    patch_diff = models.TextField(blank=True, help_text="The code patch (unified diff).")
+    issue = models.ForeignKey(Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes")
+    flag_key = models.CharField(max_length=100, blank=True, help_text="The feature flag the change rolls out behind.")
+    status = models.CharField(max_length=12, choices=ChangeStatus.choices, default=ChangeStatus.DRAFT)
+    scorecard = models.JSONField(default=dict, blank=True, help_text="Verification results, metrics before/after.")
+    patch_state = models.CharField(max_length=20, choices=PatchState.choices, default=PatchState.NONE)
+    patch_build_id = models.CharField(max_length=200, blank=True)
+    patch_error = models.TextField(blank=True)
+    patch_submitted_at = models.DateTimeField(null=True, blank=True)
+    patch_approved_by = models.CharField(max_length=200, blank=True)
+    patch_approved_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-number"]
+        indexes = [models.Index(fields=["status", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.title}"
+
+    @property
+    def key(self) -> str:
+        return change_key(self.number)
+
+
+def change_key(number: int) -> str:
+    return f"{CHANGE_KEY_PREFIX}{number:03d}"
+
+
+class PromotionLogEntry(models.Model):
+    """One status move of a Change, append-only: who or what moved it, from → to, when and why."""
+
+    change = models.ForeignKey(Change, on_delete=models.PROTECT, related_name="promotions")
+    actor = models.CharField(max_length=200, help_text='A username, or "kaizen" for automatic moves.')
+    from_status = models.CharField(
+        max_length=12, choices=ChangeStatus.choices, blank=True, help_text="Empty: the change was created."
+    )
+    to_status = models.CharField(max_length=12, choices=ChangeStatus.choices)
+    why = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "promotion log entries"
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '·'} → {self.to_status}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValidationError("The promotion log is append-only: an entry cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("The promotion log is append-only: an entry cannot be deleted.")

@@ -36,7 +36,9 @@ def key_issue(*, project: Project) -> IssuedKey:
     return IssuedKey(key=key, secret=secret)
 
 
-def project_create(*, slug: str, name: str, allowed_origins: list[str] | None = None, actor: str) -> tuple[Project, IssuedKey]:
+def project_create(
+    *, slug: str, name: str, allowed_origins: list[str] | None = None, actor: str
+) -> tuple[Project, IssuedKey]:
     with transaction.atomic():
         project = Project(slug=slug, name=name, allowed_origins=allowed_origins or [])
         project.full_clean()
@@ -79,8 +81,12 @@ def project_for_key(public_key: str) -> ProjectAuth | None:
     row = (
         ProjectKey.objects.filter(public_key=public_key)
         .values(
-            "is_active", "project_id", "project__slug", "project__is_active",
-            "project__rate_limit_per_minute", "project__allowed_origins",
+            "is_active",
+            "project_id",
+            "project__slug",
+            "project__is_active",
+            "project__rate_limit_per_minute",
+            "project__allowed_origins",
         )  # fmt: skip
         .first()
     )

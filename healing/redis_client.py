@@ -6,7 +6,6 @@ from functools import cache
 import redis
 from django.conf import settings
 
-
 # Take the project's quota and append the reports in one atomic round trip: the ingest path's
 # only call to Redis. Nothing is appended when the reports would go over the quota.
 # KEYS: quota counter, stream. ARGV: quota, counter ttl, then one payload per report.
@@ -26,7 +25,9 @@ class KaizenRedis:
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
         self._append_within_quota = self.client.register_script(APPEND_WITHIN_QUOTA)
 
-    def append_within_quota(self, *, stream: str, quota_key: str, quota: int, ttl: int, payloads: Sequence[bytes]) -> bool:
+    def append_within_quota(
+        self, *, stream: str, quota_key: str, quota: int, ttl: int, payloads: Sequence[bytes]
+    ) -> bool:
         """Returns False (and appends nothing) when the payloads would exceed the quota."""
         return bool(self._append_within_quota(keys=[quota_key, stream], args=[quota, ttl, *payloads]))
 

@@ -14,9 +14,7 @@ def occurrences_trim(*, keep: int | None = None) -> int:
     """Delete all but the newest `keep` occurrences of every issue that has more; returns how many."""
     keep = keep or settings.KAIZEN_OCCURRENCES_PER_ISSUE
     deleted = 0
-    crowded = (
-        Issue.objects.annotate(stored=Count("occurrences")).filter(stored__gt=keep).values_list("id", flat=True)
-    )
+    crowded = Issue.objects.annotate(stored=Count("occurrences")).filter(stored__gt=keep).values_list("id", flat=True)
     for issue_id in crowded:
         newest = Occurrence.objects.filter(issue_id=issue_id).order_by("-id").values_list("id", flat=True)
         cutoff = list(newest[keep : keep + 1])

@@ -17,9 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from prometheus_client import Counter
 
-from . import ingest
+from . import ingest, metrics
 from .errors import IngestError, too_large
 
 # Item types that carry an error event. `security` is a CSP (or similar) report that Sentry has
@@ -38,12 +37,6 @@ MAX_FRAMES = 200  # IssueReport's caps: keep the newest frames and breadcrumbs, 
 MAX_TIMELINE = 200
 UNLABELED = "<unlabeled event>"  # what Sentry shows for an event with neither message nor exception
 _DEFAULT_MARKER = re.compile(r"^\{\{\s*default\s*\}\}$")
-
-SENTRY_ITEMS = Counter(
-    "kaizen_sentry_items_total",
-    "Sentry envelope items received, by item type and outcome (report, ignored).",
-    ["type", "outcome"],
-)
 
 
 @dataclass(frozen=True)
@@ -181,17 +174,17 @@ def envelope_reports(*, envelope: Envelope) -> list[dict[str, Any]]:
         else:
             outcomes.append((item.type if item.type in IGNORED_ITEM_TYPES else "other", "ignored"))
     for item_type, outcome in outcomes:  # counted once the whole envelope is known to be good
-        SENTRY_ITEMS.labels(type=item_type, outcome=outcome).inc()
+        metrics.SENTRY_ITEMS.labels(type=item_type, outcome=outcome).inc()
     return reports
 
 
 def store_reports(*, event: dict[str, Any]) -> list[dict[str, Any]]:
     """The legacy store endpoint's body: one event; a transaction there is dropped like in an envelope."""
     if event.get("type") == "transaction":
-        SENTRY_ITEMS.labels(type="transaction", outcome="ignored").inc()
+        metrics.SENTRY_ITEMS.labels(type="transaction", outcome="ignored").inc()
         return []
     report = event_report(event=event)
-    SENTRY_ITEMS.labels(type="event", outcome="report").inc()
+    metrics.SENTRY_ITEMS.labels(type="event", outcome="report").inc()
     return [report]
 
 

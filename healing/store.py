@@ -71,8 +71,8 @@ def _select_rows(columns: dict[str, str]) -> str:
     """
     if connection.vendor == "postgresql":
         fields = ", ".join(f"{_q(c)} {t}" for c, t in columns.items())
-        return f"SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r({fields}) WHERE true"
-    return "SELECT " + ", ".join(f"value ->> '$.{c}'" for c in columns) + " FROM json_each(%s) WHERE true"
+        return f"SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r({fields}) WHERE true"  # noqa: S608 - our column names
+    return "SELECT " + ", ".join(f"value ->> '$.{c}'" for c in columns) + " FROM json_each(%s) WHERE true"  # noqa: S608
 
 
 def _insert_sql(table: str, columns: dict[str, str]) -> str:
@@ -122,7 +122,10 @@ def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[str]:
             "message": report["message"],
             "payload": report,
         })  # fmt: skip
-    sql = _insert_sql(Occurrence._meta.db_table, OCCURRENCE_COLUMNS) + " ON CONFLICT (issue_id, event_id) DO NOTHING RETURNING event_id"
+    sql = (
+        _insert_sql(Occurrence._meta.db_table, OCCURRENCE_COLUMNS)
+        + " ON CONFLICT (issue_id, event_id) DO NOTHING RETURNING event_id"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, [orjson.dumps(rows).decode()])
         return {_hex(row[0]) for row in cursor.fetchall()}
@@ -176,7 +179,8 @@ def _upsert_issues(groups: dict[str, _Group], new_users: Counter, now: datetime)
         ON CONFLICT (id) DO UPDATE SET
           occurrence_count = {table}.occurrence_count + excluded.occurrence_count,
           affected_users = {table}.affected_users + excluded.affected_users,
-          last_seen = CASE WHEN excluded.last_seen > {table}.last_seen THEN excluded.last_seen ELSE {table}.last_seen END
+          last_seen = CASE WHEN excluded.last_seen > {table}.last_seen
+                           THEN excluded.last_seen ELSE {table}.last_seen END
         RETURNING id, occurrence_count, affected_users, severity, base_severity, rule_id, severity_pinned
     """
     with connection.cursor() as cursor:
@@ -233,7 +237,8 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
         groups = _group(fresh, rules)
         pairs = sorted((issue_id, user) for issue_id, group in groups.items() for user in group.users)
         reopened = set(
-            str(pk) for pk in Issue.objects.filter(id__in=list(groups), stage=Stage.RESOLVED).values_list("id", flat=True)
+            str(pk)
+            for pk in Issue.objects.filter(id__in=list(groups), stage=Stage.RESOLVED).values_list("id", flat=True)
         )
         new_users = _insert_users(pairs)
         changed_severity: dict[str, tuple[str, str]] = {}

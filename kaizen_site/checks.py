@@ -3,7 +3,7 @@
 import zoneinfo
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Info, Tags, Warning, register
 
 
 @register(Tags.compatibility)
@@ -25,6 +25,21 @@ def owner_settings(app_configs, **kwargs):
                 "KAIZEN_OWNER_EMAILS is empty: owner email alerts are off.",
                 hint="Set a comma-separated list of addresses.",
                 id="kaizen.W001",
+            )
+        )
+    if not settings.KAIZEN_PATCH_EXECUTOR_URL:
+        problems.append(
+            Info(
+                "Patch executor off: KAIZEN_PATCH_EXECUTOR_URL is not set, code patches wait for the owner's approval.",
+                id="kaizen.I001",
+            )
+        )
+    elif not settings.KAIZEN_PATCH_EXECUTOR_SECRET:
+        problems.append(
+            Error(
+                "KAIZEN_PATCH_EXECUTOR_URL is set without KAIZEN_PATCH_EXECUTOR_SECRET: patches would go unsigned.",
+                hint="Set the shared secret the executor verifies the X-Kaizen-Signature header with.",
+                id="kaizen.E002",
             )
         )
     return problems

@@ -21,7 +21,7 @@ def _timed(check) -> dict:
     try:
         detail = check()
         return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1), **(detail or {})}
-    except Exception as exc:  # a health check reports every failure, whatever its type
+    except Exception as exc:  # noqa: BLE001 - a health check reports every failure, whatever its type
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -51,7 +51,7 @@ def _redis_persistence(client) -> str:
     """Reports in the ingest stream survive a Redis restart only with AOF on (see the README)."""
     try:
         aof = client.config_get("appendonly").get("appendonly")
-    except Exception:  # managed Redis often refuses CONFIG; that is not a health failure
+    except Exception:  # noqa: BLE001 - managed Redis often refuses CONFIG; not a health failure
         return "unknown"
     return "aof" if aof == "yes" else "none: reports not yet stored are lost if Redis restarts"
 
@@ -92,7 +92,7 @@ class BrokerCollector(Collector):
         try:
             for name, count in queue_depths().items():
                 depth.add_metric([name], count)
-        except Exception as exc:  # the scrape must still answer when the broker is down
+        except Exception as exc:  # noqa: BLE001 - the scrape must still answer when the broker is down
             logger.warning("queue depth unavailable", extra={"error": str(exc)})
         yield depth
         if settings.REDIS_URL:
@@ -101,7 +101,7 @@ class BrokerCollector(Collector):
                 from healing import redis_client
 
                 backlog.add_metric([], redis_client.get().client.xlen(settings.KAIZEN_INGEST_STREAM))
-            except Exception as exc:  # as above
+            except Exception as exc:  # noqa: BLE001 - as above
                 logger.warning("ingest backlog unavailable", extra={"error": str(exc)})
             yield backlog
 

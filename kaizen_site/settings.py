@@ -220,5 +220,9 @@ KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE"
 # The sandbox honours signed X-Kaizen-Probe headers that force a flag on for one user (flags.probes).
 KAIZEN_SANDBOX_MODE = env_bool("KAIZEN_SANDBOX_MODE")
 KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "")
+# Where a Change's code patch is sent to be built (Kaizen never applies one itself), and the
+# HMAC-SHA256 secret the request is signed with. No URL: patches wait for the owner's approval.
+KAIZEN_PATCH_EXECUTOR_URL = os.environ.get("KAIZEN_PATCH_EXECUTOR_URL", "")
+KAIZEN_PATCH_EXECUTOR_SECRET = os.environ.get("KAIZEN_PATCH_EXECUTOR_SECRET", "")
 
 LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))

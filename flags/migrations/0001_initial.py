@@ -7,89 +7,156 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('healing', '0002_default_classification_rules'),
+        ("healing", "0002_default_classification_rules"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SnapshotVersion',
+            name="SnapshotVersion",
             fields=[
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='healing.project')),
-                ('version', models.PositiveBigIntegerField(default=0)),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="healing.project",
+                    ),
+                ),
+                ("version", models.PositiveBigIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='Flag',
+            name="Flag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=100, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]*$', "Letters, digits, '.', '_' and '-', starting with a letter or digit.")])),
-                ('description', models.TextField(blank=True)),
-                ('enabled', models.BooleanField(default=False, help_text='Off: nobody gets it, except users with an override.')),
-                ('rollout_percentage', models.PositiveSmallIntegerField(default=0, help_text='Share of users (0–100) who get the flag while it is enabled.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(100)])),
-                ('group_id', models.CharField(blank=True, help_text='Bucketing salt; empty means the key. Changing it reshuffles who is in the rollout.', max_length=100)),
-                ('status', models.CharField(choices=[('stable', 'Stable'), ('testing', 'Testing'), ('monitoring', 'Monitoring')], default='stable', max_length=12)),
-                ('killed', models.BooleanField(default=False, help_text='Kill switch: off for everyone, overrides included.')),
-                ('killed_at', models.DateTimeField(blank=True, null=True)),
-                ('killed_by', models.CharField(blank=True, max_length=200)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='flags', to='healing.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "key",
+                    models.CharField(
+                        max_length=100,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                "Letters, digits, '.', '_' and '-', starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                (
+                    "enabled",
+                    models.BooleanField(default=False, help_text="Off: nobody gets it, except users with an override."),
+                ),
+                (
+                    "rollout_percentage",
+                    models.PositiveSmallIntegerField(
+                        default=0,
+                        help_text="Share of users (0–100) who get the flag while it is enabled.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                (
+                    "group_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="Bucketing salt; empty means the key. Changing it reshuffles who is in the rollout.",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("stable", "Stable"), ("testing", "Testing"), ("monitoring", "Monitoring")],
+                        default="stable",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "killed",
+                    models.BooleanField(default=False, help_text="Kill switch: off for everyone, overrides included."),
+                ),
+                ("killed_at", models.DateTimeField(blank=True, null=True)),
+                ("killed_by", models.CharField(blank=True, max_length=200)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="flags", to="healing.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'key'],
+                "ordering": ["project", "key"],
             },
         ),
         migrations.CreateModel(
-            name='FlagChange',
+            name="FlagChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor', models.CharField(max_length=200)),
-                ('action', models.CharField(max_length=30)),
-                ('before', models.JSONField(blank=True, default=dict)),
-                ('after', models.JSONField(blank=True, default=dict)),
-                ('why', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('flag', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='flags.flag')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("actor", models.CharField(max_length=200)),
+                ("action", models.CharField(max_length=30)),
+                ("before", models.JSONField(blank=True, default=dict)),
+                ("after", models.JSONField(blank=True, default=dict)),
+                ("why", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "flag",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="changes", to="flags.flag"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Override',
+            name="Override",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.CharField(max_length=200)),
-                ('enabled', models.BooleanField(help_text='On or off for this user.')),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('expires_at', models.DateTimeField(blank=True, help_text='Empty: until removed.', null=True)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('flag', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='overrides', to='flags.flag')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("user_id", models.CharField(max_length=200)),
+                ("enabled", models.BooleanField(help_text="On or off for this user.")),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                ("expires_at", models.DateTimeField(blank=True, help_text="Empty: until removed.", null=True)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "flag",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="overrides", to="flags.flag"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['flag', 'user_id'],
+                "ordering": ["flag", "user_id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='flag',
-            constraint=models.UniqueConstraint(fields=('project', 'key'), name='flag_unique_key_per_project'),
+            model_name="flag",
+            constraint=models.UniqueConstraint(fields=("project", "key"), name="flag_unique_key_per_project"),
         ),
         migrations.AddConstraint(
-            model_name='flag',
-            constraint=models.CheckConstraint(condition=models.Q(('rollout_percentage__gte', 0), ('rollout_percentage__lte', 100)), name='flag_percentage_0_100'),
+            model_name="flag",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rollout_percentage__gte", 0), ("rollout_percentage__lte", 100)),
+                name="flag_percentage_0_100",
+            ),
         ),
         migrations.AddIndex(
-            model_name='flagchange',
-            index=models.Index(fields=['flag', '-created_at'], name='flags_flagc_flag_id_03becf_idx'),
+            model_name="flagchange",
+            index=models.Index(fields=["flag", "-created_at"], name="flags_flagc_flag_id_03becf_idx"),
         ),
         migrations.AddConstraint(
-            model_name='override',
-            constraint=models.UniqueConstraint(fields=('flag', 'user_id'), name='override_unique_user'),
+            model_name="override",
+            constraint=models.UniqueConstraint(fields=("flag", "user_id"), name="override_unique_user"),
         ),
     ]

@@ -3,170 +3,362 @@
 import django.db.models.deletion
 import django.db.models.functions.text
 import django.utils.timezone
-import healing.models
 from django.db import migrations, models
+
+import healing.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor', models.CharField(help_text='A username, or "kaizen" for automatic actions.', max_length=200)),
-                ('action', models.CharField(max_length=100)),
-                ('target', models.CharField(max_length=200)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("actor", models.CharField(help_text='A username, or "kaizen" for automatic actions.', max_length=200)),
+                ("action", models.CharField(max_length=100)),
+                ("target", models.CharField(max_length=200)),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ClassificationRule',
+            name="ClassificationRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('priority', models.PositiveIntegerField(default=100, help_text='Lower runs first.')),
-                ('enabled', models.BooleanField(default=True)),
-                ('match_type', models.CharField(blank=True, choices=[('ERROR', 'Error'), ('SILENT_FAILURE', 'Silent Failure'), ('SLOW_RESPONSE', 'Slow Response'), ('DATA_INCONSISTENCY', 'Data Inconsistency'), ('AUTH_ISSUE', 'Auth Issue'), ('BILLING_ISSUE', 'Billing Issue'), ('UX_CONFUSION', 'Ux Confusion'), ('USER_REPORTED', 'User Reported')], help_text="The client's type hint; empty matches any.", max_length=32)),
-                ('message_regex', models.CharField(blank=True, max_length=500)),
-                ('route_regex', models.CharField(blank=True, max_length=500)),
-                ('exception_regex', models.CharField(blank=True, max_length=500)),
-                ('status_min', models.PositiveSmallIntegerField(blank=True, help_text='Failing request status ≥ this.', null=True)),
-                ('status_max', models.PositiveSmallIntegerField(blank=True, help_text='Failing request status ≤ this.', null=True)),
-                ('result_type', models.CharField(blank=True, choices=[('ERROR', 'Error'), ('SILENT_FAILURE', 'Silent Failure'), ('SLOW_RESPONSE', 'Slow Response'), ('DATA_INCONSISTENCY', 'Data Inconsistency'), ('AUTH_ISSUE', 'Auth Issue'), ('BILLING_ISSUE', 'Billing Issue'), ('UX_CONFUSION', 'Ux Confusion'), ('USER_REPORTED', 'User Reported')], help_text='Empty: keep the hint.', max_length=32)),
-                ('severity', models.CharField(choices=[('P0', 'P0 critical'), ('P1', 'P1 major'), ('P2', 'P2 degraded'), ('P3', 'P3 minor')], max_length=2)),
-                ('escalate_users', models.PositiveIntegerField(blank=True, help_text='Raise severity one level once this many distinct users are affected.', null=True)),
-                ('escalate_occurrences', models.PositiveIntegerField(blank=True, help_text='Raise severity one level once the issue occurred this many times.', null=True)),
-                ('description', models.TextField(blank=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("priority", models.PositiveIntegerField(default=100, help_text="Lower runs first.")),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "match_type",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("ERROR", "Error"),
+                            ("SILENT_FAILURE", "Silent Failure"),
+                            ("SLOW_RESPONSE", "Slow Response"),
+                            ("DATA_INCONSISTENCY", "Data Inconsistency"),
+                            ("AUTH_ISSUE", "Auth Issue"),
+                            ("BILLING_ISSUE", "Billing Issue"),
+                            ("UX_CONFUSION", "Ux Confusion"),
+                            ("USER_REPORTED", "User Reported"),
+                        ],
+                        help_text="The client's type hint; empty matches any.",
+                        max_length=32,
+                    ),
+                ),
+                ("message_regex", models.CharField(blank=True, max_length=500)),
+                ("route_regex", models.CharField(blank=True, max_length=500)),
+                ("exception_regex", models.CharField(blank=True, max_length=500)),
+                (
+                    "status_min",
+                    models.PositiveSmallIntegerField(blank=True, help_text="Failing request status ≥ this.", null=True),
+                ),
+                (
+                    "status_max",
+                    models.PositiveSmallIntegerField(blank=True, help_text="Failing request status ≤ this.", null=True),
+                ),
+                (
+                    "result_type",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("ERROR", "Error"),
+                            ("SILENT_FAILURE", "Silent Failure"),
+                            ("SLOW_RESPONSE", "Slow Response"),
+                            ("DATA_INCONSISTENCY", "Data Inconsistency"),
+                            ("AUTH_ISSUE", "Auth Issue"),
+                            ("BILLING_ISSUE", "Billing Issue"),
+                            ("UX_CONFUSION", "Ux Confusion"),
+                            ("USER_REPORTED", "User Reported"),
+                        ],
+                        help_text="Empty: keep the hint.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[("P0", "P0 critical"), ("P1", "P1 major"), ("P2", "P2 degraded"), ("P3", "P3 minor")],
+                        max_length=2,
+                    ),
+                ),
+                (
+                    "escalate_users",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Raise severity one level once this many distinct users are affected.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "escalate_occurrences",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Raise severity one level once the issue occurred this many times.",
+                        null=True,
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['priority', 'id'],
+                "ordering": ["priority", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('allowed_origins', models.JSONField(blank=True, default=list, help_text='Browser origins allowed to report, e.g. ["https://app.example.com"].')),
-                ('rate_limit_per_minute', models.PositiveIntegerField(default=6000, help_text='Reports accepted per minute.')),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("slug", models.SlugField(unique=True)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "allowed_origins",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Browser origins allowed to report, e.g. ["https://app.example.com"].',
+                    ),
+                ),
+                (
+                    "rate_limit_per_minute",
+                    models.PositiveIntegerField(default=6000, help_text="Reports accepted per minute."),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
         ),
         migrations.CreateModel(
-            name='Issue',
+            name="Issue",
             fields=[
-                ('id', models.UUIDField(editable=False, primary_key=True, serialize=False)),
-                ('fingerprint', models.CharField(max_length=64)),
-                ('grouping', models.TextField(help_text='What the fingerprint was computed from.')),
-                ('type', models.CharField(choices=[('ERROR', 'Error'), ('SILENT_FAILURE', 'Silent Failure'), ('SLOW_RESPONSE', 'Slow Response'), ('DATA_INCONSISTENCY', 'Data Inconsistency'), ('AUTH_ISSUE', 'Auth Issue'), ('BILLING_ISSUE', 'Billing Issue'), ('UX_CONFUSION', 'Ux Confusion'), ('USER_REPORTED', 'User Reported')], max_length=32)),
-                ('severity', models.CharField(choices=[('P0', 'P0 critical'), ('P1', 'P1 major'), ('P2', 'P2 degraded'), ('P3', 'P3 minor')], max_length=2)),
-                ('base_severity', models.CharField(choices=[('P0', 'P0 critical'), ('P1', 'P1 major'), ('P2', 'P2 degraded'), ('P3', 'P3 minor')], help_text='Before escalation.', max_length=2)),
-                ('severity_pinned', models.BooleanField(default=False, help_text='Set by the owner in the console: new reports no longer change the severity.')),
-                ('title', models.CharField(max_length=255)),
-                ('culprit', models.CharField(blank=True, help_text='Route or function where it happens.', max_length=255)),
-                ('stage', models.CharField(choices=[('detected', 'Detected'), ('diagnosing', 'Diagnosing'), ('root_cause_found', 'Root Cause Found'), ('needs_input', 'Needs Input'), ('fixing', 'Fixing'), ('verifying', 'Verifying'), ('deployed', 'Deployed'), ('resolved', 'Resolved'), ('escalated', 'Escalated'), ('aborted', 'Aborted')], default='detected', max_length=20)),
-                ('first_seen', models.DateTimeField()),
-                ('last_seen', models.DateTimeField()),
-                ('occurrence_count', models.PositiveBigIntegerField(default=0)),
-                ('affected_users', models.PositiveIntegerField(default=0)),
-                ('times_reopened', models.PositiveIntegerField(default=0)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueue_state', models.CharField(choices=[('none', 'None'), ('pending', 'Pending'), ('sent', 'Sent')], default='none', max_length=10)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueue_attempts', models.PositiveIntegerField(default=0)),
-                ('rule', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='healing.classificationrule')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='issues', to='healing.project')),
+                ("id", models.UUIDField(editable=False, primary_key=True, serialize=False)),
+                ("fingerprint", models.CharField(max_length=64)),
+                ("grouping", models.TextField(help_text="What the fingerprint was computed from.")),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("ERROR", "Error"),
+                            ("SILENT_FAILURE", "Silent Failure"),
+                            ("SLOW_RESPONSE", "Slow Response"),
+                            ("DATA_INCONSISTENCY", "Data Inconsistency"),
+                            ("AUTH_ISSUE", "Auth Issue"),
+                            ("BILLING_ISSUE", "Billing Issue"),
+                            ("UX_CONFUSION", "Ux Confusion"),
+                            ("USER_REPORTED", "User Reported"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[("P0", "P0 critical"), ("P1", "P1 major"), ("P2", "P2 degraded"), ("P3", "P3 minor")],
+                        max_length=2,
+                    ),
+                ),
+                (
+                    "base_severity",
+                    models.CharField(
+                        choices=[("P0", "P0 critical"), ("P1", "P1 major"), ("P2", "P2 degraded"), ("P3", "P3 minor")],
+                        help_text="Before escalation.",
+                        max_length=2,
+                    ),
+                ),
+                (
+                    "severity_pinned",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Set by the owner in the console: new reports no longer change the severity.",
+                    ),
+                ),
+                ("title", models.CharField(max_length=255)),
+                (
+                    "culprit",
+                    models.CharField(blank=True, help_text="Route or function where it happens.", max_length=255),
+                ),
+                (
+                    "stage",
+                    models.CharField(
+                        choices=[
+                            ("detected", "Detected"),
+                            ("diagnosing", "Diagnosing"),
+                            ("root_cause_found", "Root Cause Found"),
+                            ("needs_input", "Needs Input"),
+                            ("fixing", "Fixing"),
+                            ("verifying", "Verifying"),
+                            ("deployed", "Deployed"),
+                            ("resolved", "Resolved"),
+                            ("escalated", "Escalated"),
+                            ("aborted", "Aborted"),
+                        ],
+                        default="detected",
+                        max_length=20,
+                    ),
+                ),
+                ("first_seen", models.DateTimeField()),
+                ("last_seen", models.DateTimeField()),
+                ("occurrence_count", models.PositiveBigIntegerField(default=0)),
+                ("affected_users", models.PositiveIntegerField(default=0)),
+                ("times_reopened", models.PositiveIntegerField(default=0)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "enqueue_state",
+                    models.CharField(
+                        choices=[("none", "None"), ("pending", "Pending"), ("sent", "Sent")],
+                        default="none",
+                        max_length=10,
+                    ),
+                ),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("enqueue_attempts", models.PositiveIntegerField(default=0)),
+                (
+                    "rule",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="healing.classificationrule",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="issues", to="healing.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='IssueEvent',
+            name="IssueEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stage', models.CharField(choices=[('detected', 'Detected'), ('diagnosing', 'Diagnosing'), ('root_cause_found', 'Root Cause Found'), ('needs_input', 'Needs Input'), ('fixing', 'Fixing'), ('verifying', 'Verifying'), ('deployed', 'Deployed'), ('resolved', 'Resolved'), ('escalated', 'Escalated'), ('aborted', 'Aborted')], max_length=20)),
-                ('message', models.TextField(help_text='What the affected user is told.')),
-                ('detail', models.TextField(blank=True, help_text='Internal detail for the owner.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('issue', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='healing.issue')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "stage",
+                    models.CharField(
+                        choices=[
+                            ("detected", "Detected"),
+                            ("diagnosing", "Diagnosing"),
+                            ("root_cause_found", "Root Cause Found"),
+                            ("needs_input", "Needs Input"),
+                            ("fixing", "Fixing"),
+                            ("verifying", "Verifying"),
+                            ("deployed", "Deployed"),
+                            ("resolved", "Resolved"),
+                            ("escalated", "Escalated"),
+                            ("aborted", "Aborted"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("message", models.TextField(help_text="What the affected user is told.")),
+                ("detail", models.TextField(blank=True, help_text="Internal detail for the owner.")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "issue",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="events", to="healing.issue"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddField(
-            model_name='classificationrule',
-            name='project',
-            field=models.ForeignKey(blank=True, help_text='Empty: applies to every project.', null=True, on_delete=django.db.models.deletion.CASCADE, to='healing.project'),
+            model_name="classificationrule",
+            name="project",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Empty: applies to every project.",
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                to="healing.project",
+            ),
         ),
         migrations.CreateModel(
-            name='ProjectKey',
+            name="ProjectKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_key', models.CharField(default=healing.models._new_public_key, max_length=32, unique=True)),
-                ('secret_hash', models.CharField(max_length=64)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='keys', to='healing.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("public_key", models.CharField(default=healing.models._new_public_key, max_length=32, unique=True)),
+                ("secret_hash", models.CharField(max_length=64)),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="keys", to="healing.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='IssueUser',
+            name="IssueUser",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_key', models.CharField(max_length=200)),
-                ('issue', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='healing.issue')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("user_key", models.CharField(max_length=200)),
+                ("issue", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to="healing.issue")),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('issue', 'user_key'), name='issueuser_unique')],
+                "constraints": [models.UniqueConstraint(fields=("issue", "user_key"), name="issueuser_unique")],
             },
         ),
         migrations.CreateModel(
-            name='Occurrence',
+            name="Occurrence",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.UUIDField()),
-                ('source', models.CharField(max_length=10)),
-                ('received_at', models.DateTimeField()),
-                ('timestamp', models.DateTimeField(blank=True, help_text='When the client says it happened.', null=True)),
-                ('user_id', models.CharField(blank=True, max_length=200)),
-                ('user_email', models.CharField(blank=True, max_length=254)),
-                ('session_id', models.CharField(blank=True, max_length=200)),
-                ('url', models.TextField(blank=True)),
-                ('route', models.CharField(blank=True, max_length=500)),
-                ('release', models.CharField(blank=True, max_length=200)),
-                ('environment', models.CharField(blank=True, max_length=64)),
-                ('message', models.TextField()),
-                ('payload', models.JSONField(help_text='The validated report as received.')),
-                ('issue', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='occurrences', to='healing.issue')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("event_id", models.UUIDField()),
+                ("source", models.CharField(max_length=10)),
+                ("received_at", models.DateTimeField()),
+                (
+                    "timestamp",
+                    models.DateTimeField(blank=True, help_text="When the client says it happened.", null=True),
+                ),
+                ("user_id", models.CharField(blank=True, max_length=200)),
+                ("user_email", models.CharField(blank=True, max_length=254)),
+                ("session_id", models.CharField(blank=True, max_length=200)),
+                ("url", models.TextField(blank=True)),
+                ("route", models.CharField(blank=True, max_length=500)),
+                ("release", models.CharField(blank=True, max_length=200)),
+                ("environment", models.CharField(blank=True, max_length=64)),
+                ("message", models.TextField()),
+                ("payload", models.JSONField(help_text="The validated report as received.")),
+                (
+                    "issue",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="occurrences", to="healing.issue"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['issue', '-received_at'], name='healing_occ_issue_i_7e8dc6_idx'), models.Index(fields=['event_id'], name='healing_occ_event_i_f28edd_idx'), models.Index(fields=['user_id'], name='healing_occ_user_id_6f4d11_idx'), models.Index(django.db.models.functions.text.Upper('user_email'), name='occurrence_user_email_upper')],
-                'constraints': [models.UniqueConstraint(fields=('issue', 'event_id'), name='occurrence_unique_event')],
+                "indexes": [
+                    models.Index(fields=["issue", "-received_at"], name="healing_occ_issue_i_7e8dc6_idx"),
+                    models.Index(fields=["event_id"], name="healing_occ_event_i_f28edd_idx"),
+                    models.Index(fields=["user_id"], name="healing_occ_user_id_6f4d11_idx"),
+                    models.Index(
+                        django.db.models.functions.text.Upper("user_email"), name="occurrence_user_email_upper"
+                    ),
+                ],
+                "constraints": [models.UniqueConstraint(fields=("issue", "event_id"), name="occurrence_unique_event")],
             },
         ),
         migrations.AddIndex(
-            model_name='issue',
-            index=models.Index(fields=['project', '-last_seen'], name='healing_iss_project_9639b1_idx'),
+            model_name="issue",
+            index=models.Index(fields=["project", "-last_seen"], name="healing_iss_project_9639b1_idx"),
         ),
         migrations.AddIndex(
-            model_name='issue',
-            index=models.Index(fields=['enqueue_state', 'enqueued_at'], name='healing_iss_enqueue_424fff_idx'),
+            model_name="issue",
+            index=models.Index(fields=["enqueue_state", "enqueued_at"], name="healing_iss_enqueue_424fff_idx"),
         ),
         migrations.AddConstraint(
-            model_name='issue',
-            constraint=models.UniqueConstraint(fields=('project', 'fingerprint'), name='issue_unique_fingerprint'),
+            model_name="issue",
+            constraint=models.UniqueConstraint(fields=("project", "fingerprint"), name="issue_unique_fingerprint"),
         ),
     ]

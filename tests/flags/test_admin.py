@@ -50,8 +50,16 @@ def test_emergency_kill_switch_action(admin_client, make_flag, project):
 def test_create_in_the_console_is_recorded(admin_client, project):
     response = admin_client.post(
         f"{CHANGELIST}add/",
-        {"project": project.pk, "key": "dark-mode", "description": "", "rollout_percentage": 5, "group_id": "",
-         "status": "testing", "why": "owner asked", **_inline_management()},  # fmt: skip
+        {
+            "project": project.pk,
+            "key": "dark-mode",
+            "description": "",
+            "rollout_percentage": 5,
+            "group_id": "",
+            "status": "testing",
+            "why": "owner asked",
+            **_inline_management(),
+        },  # fmt: skip
     )
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
     flag = Flag.objects.get(key="dark-mode")

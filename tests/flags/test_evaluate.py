@@ -12,6 +12,7 @@ from flags.evaluate import bucket, flag_enabled, project_snapshot
 def flags_evaluate(*, project_id, items):
     return evaluate.flags_evaluate(snapshot=project_snapshot(project_id=project_id), items=items)
 
+
 # (groupId, userId, rollout %, expected) from Unleash's client specification
 # (https://github.com/Unleash/client-specification):
 UNLEASH_SPEC = [

@@ -14,13 +14,18 @@ def run(report, project_id=1):
     ("report", "expected"),
     [
         ({"message": "I paid for 100 credits but my balance still shows 0"}, ("BILLING_ISSUE", "P0")),
-        ({"type": "USER_REPORTED", "message": "help", "description": "Payment went through, credits not showing"},
-         ("BILLING_ISSUE", "P0")),
+        (
+            {"type": "USER_REPORTED", "message": "help", "description": "Payment went through, credits not showing"},
+            ("BILLING_ISSUE", "P0"),
+        ),
         ({"message": "All my work was deleted after saving", "type": "USER_REPORTED"}, ("DATA_INCONSISTENCY", "P0")),
         ({"type": "USER_REPORTED", "message": "I can't use the app at all"}, ("USER_REPORTED", "P0")),
         ({"type": "ERROR", "message": "Session expired right after login"}, ("AUTH_ISSUE", "P1")),
         ({"type": "BILLING_ISSUE", "message": "Invoice PDF looks odd"}, ("BILLING_ISSUE", "P1")),
-        ({"type": "ERROR", "message": "boom", "request": {"method": "POST", "path": "/x", "status": 502}}, ("ERROR", "P1")),
+        (
+            {"type": "ERROR", "message": "boom", "request": {"method": "POST", "path": "/x", "status": 502}},
+            ("ERROR", "P1"),
+        ),
         ({"type": "SILENT_FAILURE", "message": "Generate did nothing"}, ("SILENT_FAILURE", "P1")),
         ({"type": "ERROR", "message": "TypeError in render"}, ("ERROR", "P2")),
         ({"type": "SLOW_RESPONSE", "message": "GET /dashboard took 4 s"}, ("SLOW_RESPONSE", "P2")),
@@ -51,7 +56,9 @@ def test_disabled_and_other_project_rules_are_skipped():
     from tests.factories import ProjectFactory
 
     other = ProjectFactory()
-    ClassificationRule.objects.create(name="other project", priority=2, message_regex="boom", severity="P0", project=other)
+    ClassificationRule.objects.create(
+        name="other project", priority=2, message_regex="boom", severity="P0", project=other
+    )
     classify.forget_rules()
     assert run({"message": "boom"}, project_id=other.id + 1000).severity == "P2"
     assert run({"message": "boom"}, project_id=other.id).severity == "P0"

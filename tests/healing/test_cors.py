@@ -58,5 +58,7 @@ def test_preflight_for_the_header_form(client, key):
 
 
 def test_server_side_reports_need_no_origin(client, key):
-    response = client.post("/api/v1/issues", data=REPORT, content_type="application/json", HTTP_X_KAIZEN_KEY=key.public_key)
+    response = client.post(
+        "/api/v1/issues", data=REPORT, content_type="application/json", HTTP_X_KAIZEN_KEY=key.public_key
+    )
     assert response.status_code == 202

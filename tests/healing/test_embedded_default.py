@@ -43,7 +43,13 @@ def test_runs_and_ingests_with_no_redis(tmp_path):
 
     def manage(*args):
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
 
     migrate = manage("migrate", "--noinput")

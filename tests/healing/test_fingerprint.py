@@ -10,7 +10,9 @@ def frames(*pairs, in_app=True, line=1):
 
 
 def test_normalize_strips_what_varies_between_occurrences():
-    text = "User 42 (bob@example.com) order 3f2a9c1d-7e4b-4a7c-9a1e-2b3c4d5e6f70 id 0xdeadbeef hash a1b2c3d4e5f6 took 1.5s"
+    text = (
+        "User 42 (bob@example.com) order 3f2a9c1d-7e4b-4a7c-9a1e-2b3c4d5e6f70 id 0xdeadbeef hash a1b2c3d4e5f6 took 1.5s"
+    )
     assert normalize(text) == "User <int> (<email>) order <uuid> id <hex> hash <hex> took <int>s"
 
 
@@ -20,22 +22,35 @@ def test_plain_words_and_short_hex_like_words_survive():
 
 def test_client_fingerprint_wins_over_everything():
     a = fp(fingerprint=["billing-sync"], message="one", route="/a")
-    b = fp(fingerprint=["billing-sync"], message="two", route="/b", exception={"type": "E", "stacktrace": frames(("m", "f"))})
+    b = fp(
+        fingerprint=["billing-sync"],
+        message="two",
+        route="/b",
+        exception={"type": "E", "stacktrace": frames(("m", "f"))},
+    )
     assert a == b
     assert a != fp(fingerprint=["other"], message="one", route="/a")
 
 
 def test_default_marker_in_client_fingerprint_combines_with_computed_grouping():
     base = {"exception": {"type": "KeyError", "stacktrace": frames(("app.views", "generate"))}}
-    assert fp(fingerprint=["{{ default }}", "tenant-a"], **base) != fp(fingerprint=["{{ default }}", "tenant-b"], **base)
+    assert fp(fingerprint=["{{ default }}", "tenant-a"], **base) != fp(
+        fingerprint=["{{ default }}", "tenant-b"], **base
+    )
     assert fp(fingerprint=["{{ default }}", "tenant-a"], **base) == fp(
         fingerprint=["{{ default }}", "tenant-a"], message="other text", **base
     )
 
 
 def test_stack_grouping_ignores_line_numbers_and_messages():
-    a = fp(message="KeyError: 'user 1'", exception={"type": "KeyError", "value": "1", "stacktrace": frames(("app.views", "generate"), line=10)})
-    b = fp(message="KeyError: 'user 2'", exception={"type": "KeyError", "value": "2", "stacktrace": frames(("app.views", "generate"), line=99)})
+    a = fp(
+        message="KeyError: 'user 1'",
+        exception={"type": "KeyError", "value": "1", "stacktrace": frames(("app.views", "generate"), line=10)},
+    )
+    b = fp(
+        message="KeyError: 'user 2'",
+        exception={"type": "KeyError", "value": "2", "stacktrace": frames(("app.views", "generate"), line=99)},
+    )
     assert a == b
 
 
@@ -43,7 +58,9 @@ def test_stack_grouping_uses_only_in_app_frames_when_marked():
     app = frames(("app.views", "generate"))
     lib_a = frames(("django.core", "handler"), in_app=False)
     lib_b = frames(("gunicorn.worker", "run"), in_app=False)
-    assert fp(exception={"type": "E", "stacktrace": lib_a + app}) == fp(exception={"type": "E", "stacktrace": lib_b + app})
+    assert fp(exception={"type": "E", "stacktrace": lib_a + app}) == fp(
+        exception={"type": "E", "stacktrace": lib_b + app}
+    )
 
 
 def test_different_functions_or_exception_types_split_groups():

@@ -36,7 +36,13 @@ def test_report_is_stored_with_everything_the_client_sent(mode, post_report, dra
         "environment": "production",
         "timestamp": "2026-11-21T10:00:00Z",
         "timeline": [{"action": "click", "target": "button#generate"}],
-        "request": {"method": "POST", "path": "/api/generate", "body": {"prompt": "hi"}, "status": 429, "duration_ms": 80.5},
+        "request": {
+            "method": "POST",
+            "path": "/api/generate",
+            "body": {"prompt": "hi"},
+            "status": 429,
+            "duration_ms": 80.5,
+        },
         "state": {"credits": 10},
         "description": "I clicked and nothing happened",
     }
@@ -54,7 +60,12 @@ def test_report_is_stored_with_everything_the_client_sent(mode, post_report, dra
     assert occurrence.payload["request"]["body"] == {"prompt": "hi"}
     assert occurrence.payload["timeline"][0]["target"] == "button#generate"
     issue = Issue.objects.get()
-    assert (issue.type, issue.severity, issue.stage, issue.title) == ("SILENT_FAILURE", "P1", "detected", "Generate did nothing")
+    assert (issue.type, issue.severity, issue.stage, issue.title) == (
+        "SILENT_FAILURE",
+        "P1",
+        "detected",
+        "Generate did nothing",
+    )
     assert issue.first_seen == issue.last_seen == occurrence.received_at
 
 
@@ -142,7 +153,10 @@ def test_projects_never_share_issues(mode, client, drain):
 def test_a_project_key_cannot_report_as_another_project(client, db, drain):
     a, b = ProjectKeyFactory(), ProjectKeyFactory()
     response = client.post(
-        f"/api/v1/issues?key={a.public_key}", data=SILENT, content_type="application/json", HTTP_X_KAIZEN_KEY=b.public_key
+        f"/api/v1/issues?key={a.public_key}",
+        data=SILENT,
+        content_type="application/json",
+        HTTP_X_KAIZEN_KEY=b.public_key,
     )
     assert response.status_code == 202  # the header wins; the report belongs to b only
     drain()
@@ -165,7 +179,10 @@ def test_store_batches_mixed_projects_and_duplicates(db):
 
     a, b = ProjectKeyFactory(), ProjectKeyFactory()
     auth_a, auth_b = project_for_key(a.public_key), project_for_key(b.public_key)
-    records = [record_build(project=auth_a if n % 2 else auth_b, report={**SILENT, "user": {"id": str(n)}}, source="native") for n in range(10)]
+    records = [
+        record_build(project=auth_a if n % 2 else auth_b, report={**SILENT, "user": {"id": str(n)}}, source="native")
+        for n in range(10)
+    ]
     result = store.reports_store(records=records + records[:3])
     assert (result.stored, result.duplicates) == (10, 3)
     assert sorted(Issue.objects.values_list("occurrence_count", "affected_users")) == [(5, 5), (5, 5)]
@@ -198,7 +215,9 @@ def test_old_occurrences_are_trimmed_but_counts_stay_exact(db, post_report, drai
     assert Issue.objects.get().occurrence_count == 7
 
 
-@pytest.mark.parametrize("origins", [["https://a.example.com/path"], ["a.example.com"], ["ftp://a.example.com"], "x", [1]])
+@pytest.mark.parametrize(
+    "origins", [["https://a.example.com/path"], ["a.example.com"], ["ftp://a.example.com"], "x", [1]]
+)
 def test_project_origins_must_be_bare_origins(db, origins):
     from django.core.exceptions import ValidationError
 

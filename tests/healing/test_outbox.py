@@ -62,6 +62,8 @@ def test_the_periodic_task_runs_the_reenqueue(db, post_report, drain, broker, ce
 
     post_report(SILENT)
     drain()
-    Issue.objects.update(enqueue_state=EnqueueState.PENDING, enqueued_at=Issue.objects.get().first_seen - timedelta(minutes=5))
+    Issue.objects.update(
+        enqueue_state=EnqueueState.PENDING, enqueued_at=Issue.objects.get().first_seen - timedelta(minutes=5)
+    )
     broker.delete("P1")
     assert reenqueue_pending.delay().get() == 1

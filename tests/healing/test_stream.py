@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reports(n: int, issues: int = 7):
-    return [{"type": "ERROR", "message": f"boom {i % issues}", "fingerprint": [f"g{i % issues}"], "user": {"id": f"u{i}"}} for i in range(n)]
+    return [
+        {"type": "ERROR", "message": f"boom {i % issues}", "fingerprint": [f"g{i % issues}"], "user": {"id": f"u{i}"}}
+        for i in range(n)
+    ]
 
 
 def _accept(project_key, n: int, **kwargs):
@@ -118,7 +121,9 @@ def test_consumer_killed_mid_batch_loses_nothing(project_key, drain):
         quota_key="unused",
         quota=10**9,
         ttl=60,
-        payloads=[__import__("orjson").dumps(record_build(project=auth, report=r, source="native")) for r in _reports(n)],
+        payloads=[
+            __import__("orjson").dumps(record_build(project=auth, report=r, source="native")) for r in _reports(n)
+        ],
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings", "DATABASE_URL": _database_url()}
     consumer = subprocess.Popen(

@@ -23,7 +23,9 @@ class Command(BaseCommand):
         secret = None
         project = Project.objects.filter(slug="demo").first()
         if project is None:
-            project, issued = project_create(slug="demo", name="Demo product", allowed_origins=DEMO_ORIGINS, actor="kaizen")
+            project, issued = project_create(
+                slug="demo", name="Demo product", allowed_origins=DEMO_ORIGINS, actor="kaizen"
+            )
             key, secret = issued.key, issued.secret
         else:
             key = project.keys.filter(is_active=True).order_by("-created_at").first()
@@ -45,7 +47,7 @@ class Command(BaseCommand):
         out(f"  Sentry DSN : http://{key.public_key}@{host}/{project.id}")
         out(
             f"  try it     : curl -X POST 'http://{host}/api/v1/issues' -H 'X-Kaizen-Key: {key.public_key}' "
-            "-H 'Content-Type: application/json' -d '{\"type\": \"SILENT_FAILURE\", \"message\": \"Generate did nothing\"}'"
+            '-H \'Content-Type: application/json\' -d \'{"type": "SILENT_FAILURE", "message": "Generate did nothing"}\''
         )
         if password:
             out(f"  console    : http://{host}/admin/  user admin, password {password}   (shown once)")
