@@ -10,19 +10,24 @@ and loads it with wrk. Targets: ≥ 300,000 in-process evaluations/s; HTTP p99 �
 
 import argparse
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
+from bench.harness import (  # noqa: E402
+    BIN,
+    Processes,
+    ensure_database,
+    free_port,
+    load_average,
+    require_wrk,
+    run_wrk,
+    wait_http,
+)  # fmt: skip
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaizen_site.settings")
 os.environ.setdefault("SECRET_KEY", "bench")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kaizen_bench")
@@ -31,23 +36,6 @@ TARGET_EVALS_PER_SECOND = 300_000
 TARGET_HTTP_P99_MS = 20.0
 FLAGS, USERS = 50, 10_000
 SLUG = "flags-bench"
-
-
-def ensure_database(url: str) -> None:
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    db = dj_database_url.parse(url)
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        return
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"], "dbname": "postgres"}
-    if db["PASSWORD"]:
-        params["password"] = db["PASSWORD"]
-    with psycopg.connect(**params, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-            print(f"created database {db['NAME']}")
 
 
 def setup_data():
@@ -118,12 +106,6 @@ def bench_db(project_id: int, keys: list[str], users: list[str], seconds: float 
     return count / (time.perf_counter() - started)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 WRK_SCRIPT = """
 local n = 0
 request = function()
@@ -133,66 +115,26 @@ end
 """
 
 
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def parse_wrk(output: str) -> dict:
-    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
-    for pct in ("50", "90", "99"):
-        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        figures[f"p{pct}"] = _ms(*match.groups())
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    figures["non_2xx"] = int(non_2xx.group(1)) if non_2xx else 0
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    figures["socket_errors"] = sum(map(int, errors.groups())) if errors else 0
-    return figures
-
-
 def bench_http(public_key: str, duration: int) -> dict:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("wrk not found (Debian: apt-get install wrk)")
+    require_wrk()
     port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="flags-bench-"))
+    procs = Processes(logs=workdir)
     script = workdir / "flags.lua"
     script.write_text(WRK_SCRIPT % (public_key, USERS))
     env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench", "DJANGO_SETTINGS_MODULE": "kaizen_site.settings"}
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    with (workdir / "gunicorn.log").open("w") as log:
-        server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
-            [str(gunicorn), "kaizen_site.wsgi", "-w", "3", "-b", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
     try:
-        url = f"http://127.0.0.1:{port}/api/v1/flags?key={public_key}&user=warm-up"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"gunicorn did not come up; see {workdir / 'gunicorn.log'}")
-            time.sleep(0.2)
-        # Warm every worker's snapshot before measuring.
-        subprocess.run([wrk, "-c30", "-t2", "-d2s", "-s", str(script), f"http://127.0.0.1:{port}"],  # noqa: S603
-                       capture_output=True, check=True)  # fmt: skip
-        run = subprocess.run(  # noqa: S603
-            [wrk, "-c200", "-t2", f"-d{duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return {**parse_wrk(run.stdout), "raw": run.stdout}
+        procs.start(name="gunicorn", env=env, argv=[
+            str(BIN / "gunicorn"), "kaizen_site.wsgi", "-w", "3", "-b", f"127.0.0.1:{port}",
+        ])  # fmt: skip
+        wait_http(url=f"{base_url}/api/v1/flags?key={public_key}&user=warm-up", procs=procs, name="gunicorn")
+        run_wrk(url=base_url, script=script, connections=30, seconds=2)  # warm every worker's snapshot first
+        figures = run_wrk(url=base_url, script=script, connections=200, seconds=duration)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        procs.stop_all()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return figures
 
 
 def verdict(ok: bool) -> str:
@@ -205,7 +147,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15, help="wrk run length in seconds")
     args = parser.parse_args()
 
-    ensure_database(os.environ["DATABASE_URL"])
+    ensure_database(url=os.environ["DATABASE_URL"])
     import django
 
     django.setup()
@@ -214,8 +156,7 @@ def main() -> None:
     call_command("migrate", interactive=False, verbosity=0)
     project, public_key, keys = setup_data()
     users = [f"user-{n}" for n in range(USERS)]
-    load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start")
+    print(f"machine: {os.cpu_count()} CPUs, {load_average()} at start")
 
     in_process = bench_in_process(project.id, keys, users)
     per_query = bench_db(project.id, keys, users)
@@ -235,8 +176,7 @@ def main() -> None:
           f"target p99 ≤ {TARGET_HTTP_P99_MS:.0f} ms: {verdict(http['p99'] <= TARGET_HTTP_P99_MS)}")  # fmt: skip
     if http["non_2xx"] or http["socket_errors"]:
         print(f"  non-2xx responses {http['non_2xx']}, socket errors {http['socket_errors']}")
-    load = os.getloadavg()
-    print(f"machine: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at end")
+    print(f"machine: {load_average()} at end")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,6 @@ Target on a 2-core machine: >= 2,000 reports/s sustained end to end, p99 <= 50 m
 
 import argparse
 import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -28,22 +25,17 @@ from pathlib import Path
 
 import psycopg
 import redis
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
+from bench.harness import BIN, ROOT, Processes, recreate_database, require_wrk, run_wrk, wait_http  # noqa: E402
+
 PYTHON = sys.executable
-BIN = Path(PYTHON).parent
 PG = "postgres://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/3"
 STREAM = "bench:ingest"
 KAIZEN_DB, BASELINE_DB = "kaizen_bench_ingest", "kaizen_bench_baseline"
 PORT = 8311
-
-
-def recreate_database(name: str) -> None:
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
+URL = f"http://127.0.0.1:{PORT}"
 
 
 def env_for(**extra: str) -> dict[str, str]:
@@ -57,60 +49,14 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise SystemExit(f"server at {url} did not start")
-
-
-def run_wrk(*, key: str, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/ingest.lua"),
-         f"http://127.0.0.1:{PORT}"],
-        env={**os.environ, "KEY": key}, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-
-    def number(pattern: str, default: float = 0.0) -> float:
-        match = re.search(pattern, out)
-        return float(match.group(1)) if match else default
-
-    def millis(label: str) -> float:
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    total = number(r"(\d+) requests in")
-    rejected = number(r"Non-2xx or 3xx responses: (\d+)")
-    return {
-        "requests": total,
-        "accepted": total - rejected,
-        "rejected": rejected,
-        "socket_errors": errors,
-        "per_second": (total - rejected) / seconds,
-        "p50": millis("50"),
-        "p99": millis("99"),
-    }
+def load(*, key: str, seconds: int, connections: int) -> dict:
+    """wrk with bench/ingest.lua; accepted/s counts the 2xx answers over the run's length."""
+    figures = run_wrk(
+        url=URL, script=ROOT / "bench/ingest.lua", connections=connections, seconds=seconds,
+        env={**os.environ, "KEY": key},
+    )  # fmt: skip
+    accepted = figures["requests"] - figures["non_2xx"]
+    return {**figures, "accepted": accepted, "per_second": accepted / seconds}
 
 
 def sample_backlog(client: redis.Redis, stop_event: threading.Event, samples: list[int]) -> None:
@@ -118,27 +64,35 @@ def sample_backlog(client: redis.Redis, stop_event: threading.Event, samples: li
         samples.append(client.xlen(STREAM))
 
 
-def bench_kaizen(*, seconds: int, connections: int, logs: Path) -> dict:
-    recreate_database(KAIZEN_DB)
+def bench_kaizen(*, mode: str, seconds: int, connections: int, logs: Path) -> dict:
+    """`stream`: reports go through the Redis stream and the consumer; `direct`: each request
+    writes its report in its own transaction (what the stream design is measured against)."""
+    recreate_database(url=f"{PG}/{KAIZEN_DB}")
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
-    env = env_for(DATABASE_URL=f"{PG}/{KAIZEN_DB}", REDIS_URL=REDIS_URL, KAIZEN_INGEST_STREAM=STREAM)
+    env = env_for(
+        DATABASE_URL=f"{PG}/{KAIZEN_DB}", REDIS_URL=REDIS_URL, KAIZEN_INGEST_STREAM=STREAM, KAIZEN_INGEST_MODE=mode
+    )
     manage(env, "migrate", "--noinput")
     manage(env, "kaizen_demo")
     with psycopg.connect(f"{PG}/{KAIZEN_DB}", autocommit=True) as conn:
         conn.execute("UPDATE healing_project SET rate_limit_per_minute = 1000000000")
         key = conn.execute("SELECT public_key FROM healing_projectkey WHERE is_active").fetchone()[0]
-    web = start([str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py"], env, logs / "web.log")
-    consumer = start([PYTHON, "manage.py", "ingest_consumer"], env, logs / "consumer.log")
+    procs = Processes(logs=logs)
     try:
-        wait_http(f"http://127.0.0.1:{PORT}/healthz")
-        run_wrk(key=key, seconds=3, connections=connections)  # warm-up: connections, caches
+        procs.start(name="web", env=env, argv=[
+            str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
+        ])  # fmt: skip
+        if mode == "stream":
+            procs.start(name="consumer", argv=[PYTHON, "manage.py", "ingest_consumer"], env=env)
+        wait_http(url=f"{URL}/healthz", procs=procs, name="web")
+        load(key=key, seconds=3, connections=connections)  # warm-up: connections, caches
         wait_drained(client)
         before = stored_count(KAIZEN_DB)
         stop_event, backlog = threading.Event(), []
         sampler = threading.Thread(target=sample_backlog, args=(client, stop_event, backlog))
         sampler.start()
-        result = run_wrk(key=key, seconds=seconds, connections=connections)
+        result = load(key=key, seconds=seconds, connections=connections)
         stop_event.set()
         sampler.join()
         drained_at = time.monotonic()
@@ -146,8 +100,7 @@ def bench_kaizen(*, seconds: int, connections: int, logs: Path) -> dict:
         result["drain_after_s"] = time.monotonic() - drained_at
         result["backlog"] = backlog
     finally:
-        stop(web)
-        stop(consumer)
+        procs.stop_all()
     result["stored"] = stored_count(KAIZEN_DB) - before
     with psycopg.connect(f"{PG}/{KAIZEN_DB}") as conn:
         result["issues"] = conn.execute("SELECT count(*) FROM healing_issue").fetchone()[0]
@@ -157,6 +110,8 @@ def bench_kaizen(*, seconds: int, connections: int, logs: Path) -> dict:
 
 
 def wait_drained(client: redis.Redis) -> None:
+    if not client.exists(STREAM):
+        return  # direct mode: nothing goes through the stream
     while client.xlen(STREAM) or client.xpending(STREAM, "kaizen-store")["pending"]:
         time.sleep(0.1)
 
@@ -167,20 +122,25 @@ def stored_count(database: str) -> int:
 
 
 def bench_baseline(*, seconds: int, connections: int, logs: Path) -> dict:
-    recreate_database(BASELINE_DB)
+    recreate_database(url=f"{PG}/{BASELINE_DB}")
     env = env_for(DJANGO_SETTINGS_MODULE="bench.baseline.settings", BASELINE_DB=BASELINE_DB)
     subprocess.run(
-        [PYTHON, "-m", "django", "migrate", "--run-syncdb", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+        [PYTHON, "-m", "django", "migrate", "--run-syncdb", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
-    web = start(
-        [str(BIN / "gunicorn"), "bench.baseline.wsgi", "--config", "kaizen_site/gunicorn.conf.py"], env, logs / "baseline.log"
-    )
+    procs = Processes(logs=logs)
     try:
-        wait_http(f"http://127.0.0.1:{PORT}/api/v1/issues")
-        run_wrk(key="", seconds=3, connections=connections)
-        result = run_wrk(key="", seconds=seconds, connections=connections)
+        procs.start(name="baseline", env=env, argv=[
+            str(BIN / "gunicorn"), "bench.baseline.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
+        ])  # fmt: skip
+        wait_http(url=f"{URL}/api/v1/issues", procs=procs, name="baseline")
+        load(key="", seconds=3, connections=connections)
+        result = load(key="", seconds=seconds, connections=connections)
     finally:
-        stop(web)
+        procs.stop_all()
     with psycopg.connect(f"{PG}/{BASELINE_DB}") as conn:
         result["stored"] = conn.execute("SELECT count(*) FROM baseline_report").fetchone()[0]
     return result
@@ -190,21 +150,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true", help="only the stream design")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    require_wrk()
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
 
-    kaizen = bench_kaizen(seconds=args.seconds, connections=args.connections, logs=logs)
-    baseline = None if args.skip_baseline else bench_baseline(seconds=args.seconds, connections=args.connections, logs=logs)
+    run = {"seconds": args.seconds, "connections": args.connections, "logs": logs}
+    kaizen = bench_kaizen(mode="stream", **run)
+    direct = None if args.skip_baseline else bench_kaizen(mode="direct", **run)
+    baseline = None if args.skip_baseline else bench_baseline(**run)
 
     print(f"\ningest, {args.connections} connections x {args.seconds} s, wrk on loopback, {os.cpu_count()} cores")
     print(f"{'':28}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}")
-    rows = [("Kaizen (stream + consumer)", kaizen)] + ([("baseline DRF create", baseline)] if baseline else [])
+    rows = [("Kaizen (stream + consumer)", kaizen)]
+    if baseline:
+        rows += [("Kaizen (direct to database)", direct), ("baseline DRF create", baseline)]
     for name, r in rows:
-        print(f"{name:28}{r['per_second']:>12,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['rejected']:>9.0f}{r['socket_errors']:>9.0f}")
+        print(
+            f"{name:28}{r['per_second']:>12,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['non_2xx']:>9.0f}{r['socket_errors']:>9.0f}"
+        )
     backlog = kaizen["backlog"]
     print(f"stream backlog each second (max {max(backlog, default=0)}): {backlog}")
     print(f"drained {kaizen['drain_after_s']:.1f} s after the load stopped")

@@ -21,21 +21,27 @@ Target: P0 p99 ≤ 250 ms with isolated queues, while the single-queue baseline 
 import argparse
 import io
 import logging
-import math
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
+from bench.harness import (  # noqa: E402
+    BIN,
+    ROOT,
+    Processes,
+    ensure_database,
+    free_port,
+    load_average,
+    percentile,
+    wait_http,
+)  # fmt: skip
 
 BENCH_ENV = {
     "DEBUG": "0",
@@ -54,25 +60,9 @@ os.environ.update(BENCH_ENV)
 TARGET_P99_MS = 250.0
 SEND_OVER_SECONDS = 5.0
 WARM_UP_REPORTS = 4
-BIN = Path(sys.executable).parent
 
 
 # --- Set-up ---------------------------------------------------------------------------------
-
-
-def database_ensure(url: str) -> None:
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    db = dj_database_url.parse(url)
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"], "dbname": "postgres"}
-    if db["PASSWORD"]:
-        params["password"] = db["PASSWORD"]
-    with psycopg.connect(**params, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-            print(f"created database {db['NAME']}")
 
 
 def demo_project_key() -> str:
@@ -93,93 +83,36 @@ def redis():
     return redis_client.get().client
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- Processes ------------------------------------------------------------------------------
 
 
-@dataclass
-class Processes:
-    """Subprocesses, each in its own process group, with their output in one folder."""
-
-    logs: Path
-    running: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], **env: str) -> None:
-        with (self.logs / f"{name}.log").open("w") as log:
-            self.running[name] = subprocess.Popen(  # noqa: S603 - our own programs, our own arguments
-                argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def check(self, name: str) -> None:
-        if self.running[name].poll() is not None:
-            raise SystemExit(f"{name} exited early; see {self.logs / (name + '.log')}")
-
-    def stop(self, name: str, timeout: float = 20.0) -> None:
-        """SIGTERM (a graceful stop), then SIGKILL for whatever is left of the process group."""
-        proc = self.running[name]
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-            del self.running[name]
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
-
-
 def web_start(procs: Processes) -> str:
-    import requests
-
     port = free_port()
-    procs.start("web", [str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py"],
-                PORT=str(port))  # fmt: skip
+    procs.start(name="web", env={**os.environ, "PORT": str(port)}, argv=[
+        str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
+    ])  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        procs.check("web")
-        try:
-            if requests.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                return base_url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"gunicorn did not come up; see {procs.logs / 'web.log'}")
+    wait_http(url=f"{base_url}/healthz", procs=procs, name="web")
+    return base_url
 
 
 def consumer_start(procs: Processes) -> None:
-    procs.start("consumer", [sys.executable, "manage.py", "ingest_consumer"])
+    procs.start(name="consumer", argv=[sys.executable, "manage.py", "ingest_consumer"])
 
 
 def worker_start(procs: Processes, name: str, queues: str, concurrency: int) -> None:
     """A worker as the Procfile runs it, plus the busywork task; returns once it is ready."""
-    procs.start(name, [
+    procs.start(name=name, argv=[
         str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
         "--concurrency", str(concurrency), "-P", "prefork", "--loglevel", "INFO", "--include", "bench.busywork",
     ])  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        procs.check(name)
-        if f"{name}@" in (log := procs.log(name)) and " ready." in log:
+        procs.check(name=name)
+        if f"{name}@" in (log := procs.log_path(name=name).read_text(errors="replace")) and " ready." in log:
             return
         time.sleep(0.2)
-    raise SystemExit(f"worker {name} was not ready after 60 s; see {procs.logs / (name + '.log')}")
+    raise SystemExit(f"worker {name} was not ready after 60 s; see {procs.log_path(name=name)}")
 
 
 # --- Queues ---------------------------------------------------------------------------------
@@ -282,7 +215,9 @@ def severities_check(issue_ids: list[str], timeout: float = 30.0) -> None:
         raise SystemExit(f"only {len(stored)}/{len(issue_ids)} reports reached the database within {timeout:.0f} s")
     wrong = sorted({severity for severity in stored.values() if severity != "P0"})
     if wrong:
-        raise SystemExit(f"the bench's reports were classified {', '.join(wrong)}, not P0: check the classification rules")
+        raise SystemExit(
+            f"the bench's reports were classified {', '.join(wrong)}, not P0: check the classification rules"
+        )
 
 
 def published_at(issue_ids: list[str]) -> dict[str, float]:
@@ -296,18 +231,13 @@ def published_at(issue_ids: list[str]) -> dict[str, float]:
 # --- Figures --------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 def waits_ms(sent: dict[str, float], started: dict[str, float]) -> list[float]:
     return [(started[pk] - sent[pk]) * 1000 for pk in started]
 
 
 def spread(values: list[float]) -> str:
-    return f"p50 {percentile(values, 50):,.0f} ms, p99 {percentile(values, 99):,.0f} ms, max {max(values):,.0f} ms"
+    p50, p99 = percentile(values=values, pct=50), percentile(values=values, pct=99)
+    return f"p50 {p50:,.0f} ms, p99 {p99:,.0f} ms, max {max(values):,.0f} ms"
 
 
 @dataclass
@@ -346,7 +276,7 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     print(f"  sent {len(sent)} P0 reports over {SEND_OVER_SECONDS:.0f} s; all stored as P0; "
           f"{len(started)}/{len(sent)} started within {args.timeout:.0f} s")  # fmt: skip
     if waits:
-        ok = percentile(waits, 99) <= TARGET_P99_MS
+        ok = percentile(values=waits, pct=99) <= TARGET_P99_MS
         print(f"  P0 wait (POST → task start): {spread(waits)}   "
               f"target p99 ≤ {TARGET_P99_MS:.0f} ms: {'met' if ok else 'MISSED'}")  # fmt: skip
         print(f"    of which POST → published {breakdown(sent, started, before=True)}; "
@@ -363,14 +293,16 @@ def breakdown(sent: dict[str, float], started: dict[str, float], *, before: bool
         for pk in started
         if pk in published
     ]
-    return f"p50 {percentile(parts, 50):,.0f} ms, p99 {percentile(parts, 99):,.0f} ms" if parts else "n/a"
+    if not parts:
+        return "n/a"
+    return f"p50 {percentile(values=parts, pct=50):,.0f} ms, p99 {percentile(values=parts, pct=99):,.0f} ms"
 
 
 def run_single_queue(procs: Processes, base_url: str, key: str, args, tag: str) -> Outcome:
     everything = "P0,P1,P2,P3,notify,ops,research"
     print(f"single queue (baseline): one worker [{everything}] ×4, the backlog on P0")
-    procs.stop("urgent")
-    procs.stop("routine")
+    procs.stop(name="urgent")
+    procs.stop(name="routine")
     queues_purge()
     took = backlog_publish(queue="P0", count=args.backlog, work=args.work)
     print(f"  queued {args.backlog:,} busywork tasks on P0 in {took:.1f} s")
@@ -385,12 +317,18 @@ def run_single_queue(procs: Processes, base_url: str, key: str, args, tag: str) 
     not_started = len(sent) - len(started)
     left_ahead = max(0, depth("P0") - not_started)
     rate = (backlog - left_ahead) / (time.monotonic() - since)  # busywork tasks/s, as measured
-    print(f"  sent {len(sent)} P0 reports over {SEND_OVER_SECONDS:.0f} s with {backlog:,} tasks ahead; all stored as P0")
-    print(f"  started within {args.timeout:.0f} s: {len(started)}/{len(sent)}" + (f" ({spread(waits)})" if waits else ""))
+    print(
+        f"  sent {len(sent)} P0 reports over {SEND_OVER_SECONDS:.0f} s with {backlog:,} tasks ahead; all stored as P0"
+    )
+    print(
+        f"  started within {args.timeout:.0f} s: {len(started)}/{len(sent)}" + (f" ({spread(waits)})" if waits else "")
+    )
     if not_started:
-        print(f"  not started after {args.timeout:.0f} s: {not_started} reports, {left_ahead:,} tasks still ahead of "
-              f"them ≈ {expected_seconds(left_ahead):,.0f} s more at 50 ms / 4 processes"
-              + (f" (≈ {left_ahead / rate:,.0f} s at the {rate:,.0f} tasks/s measured)" if rate > 0 else ""))  # fmt: skip
+        measured = f" (≈ {left_ahead / rate:,.0f} s at the {rate:,.0f} tasks/s measured)" if rate > 0 else ""
+        print(
+            f"  not started after {args.timeout:.0f} s: {not_started} reports, {left_ahead:,} tasks still ahead of "
+            f"them ≈ {expected_seconds(left_ahead):,.0f} s more at 50 ms / 4 processes{measured}"
+        )
     return Outcome(reports=len(sent), waits=waits, backlog=backlog, not_started=not_started)
 
 
@@ -402,7 +340,8 @@ def expected_seconds(tasks: int) -> float:
 
 def summary(isolated: Outcome, single: Outcome, timeout: float) -> str:
     if isolated.waits:
-        waits = f"P0 wait p50 {percentile(isolated.waits, 50):,.0f} ms, p99 {percentile(isolated.waits, 99):,.0f} ms"
+        p50, p99 = percentile(values=isolated.waits, pct=50), percentile(values=isolated.waits, pct=99)
+        waits = f"P0 wait p50 {p50:,.0f} ms, p99 {p99:,.0f} ms"
     else:
         waits = "no P0 work started"
     if isolated.not_started:
@@ -418,13 +357,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backlog", type=int, default=20_000, help="busywork tasks queued ahead (default 20,000)")
     parser.add_argument("--reports", type=int, default=100, help="P0 reports sent (default 100)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait, after the last report, for P0 work to start")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait, after the last report, for P0 work to start"
+    )
     parser.add_argument("--work", choices=("burn", "sleep"), default="burn", help="busywork burns CPU or sleeps")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill too
 
     began = time.monotonic()
-    database_ensure(os.environ["DATABASE_URL"])
+    ensure_database(url=os.environ["DATABASE_URL"])
     import django
 
     logging.getLogger("kaizen").setLevel(logging.WARNING)  # keep this process's info lines out of the figures
@@ -434,8 +375,7 @@ def main() -> None:
     call_command("migrate", interactive=False, verbosity=0)
     key = demo_project_key()
     redis().flushdb()
-    load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start")
+    print(f"machine: {os.cpu_count()} CPUs, {load_average()} at start")
     print(f"busywork: {args.work} 50 ms per task; {args.backlog:,} tasks queued ahead; {args.reports} P0 reports")
 
     tag = uuid.uuid4().hex[:8]
@@ -456,8 +396,7 @@ def main() -> None:
     print("note: the wait runs from the bench's POST to the task's start, so it also holds the HTTP request and "
           "the ingest consumer's drain of the stream: an upper bound of enqueue → start.")  # fmt: skip
     print(summary(isolated, single, args.timeout))
-    load = os.getloadavg()
-    print(f"wall time {time.monotonic() - began:.0f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at end")
+    print(f"wall time {time.monotonic() - began:.0f} s; {load_average()} at end")
 
 
 if __name__ == "__main__":

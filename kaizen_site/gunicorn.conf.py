@@ -9,7 +9,7 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
-worker_class = "gthread"  # keeps client connections alive between reports
+worker_class = os.environ.get("WEB_WORKER_CLASS", "gthread")  # gthread keeps client connections alive
 threads = int(os.environ.get("WEB_THREADS", "2"))
 keepalive = 5
 timeout = 30

@@ -1,0 +1,169 @@
+"""What the benchmarks share: scratch databases, subprocesses, waiting for a server, wrk and its figures."""
+
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dj_database_url
+import psycopg
+import requests
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+# --- Databases ------------------------------------------------------------------------------
+
+
+def _server_connection(db: dict) -> psycopg.Connection:
+    """An autocommit connection to the `postgres` database on the server of `db` (a parsed URL)."""
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"], "dbname": "postgres"}
+    if db["PASSWORD"]:
+        params["password"] = db["PASSWORD"]
+    return psycopg.connect(**params, autocommit=True)
+
+
+def ensure_database(*, url: str) -> None:
+    """Create the PostgreSQL database named in `url` unless it exists (other engines are left alone)."""
+    db = dj_database_url.parse(url)
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        return
+    with _server_connection(db) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+            print(f"created database {db['NAME']}")
+
+
+def recreate_database(*, url: str) -> None:
+    """Drop the PostgreSQL database named in `url`, closing its connections, and create it empty."""
+    db = dj_database_url.parse(url)
+    with _server_connection(db) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+
+
+# --- Processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Processes:
+    """Subprocesses started in the repository root, each in its own process group, with <name>.log in `logs`."""
+
+    logs: Path
+    running: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, *, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start `argv` as `name`, with `env` as its whole environment (default: this process's)."""
+        with self.log_path(name=name).open("w") as log:
+            self.running[name] = subprocess.Popen(  # noqa: S603 - our own programs, our own arguments
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log_path(self, *, name: str) -> Path:
+        """The file that holds the output of the process `name`."""
+        return self.logs / f"{name}.log"
+
+    def check(self, *, name: str) -> None:
+        """Exit with a pointer to its log if the process `name` has already ended."""
+        if self.running[name].poll() is not None:
+            raise SystemExit(f"{name} exited early; see {self.log_path(name=name)}")
+
+    def stop(self, *, name: str, timeout: float = 20.0) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL for whatever is left of the process group."""
+        proc = self.running[name]
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            del self.running[name]
+
+    def stop_all(self) -> None:
+        """Stop every process still running, in the order they were started."""
+        for name in list(self.running):
+            self.stop(name=name)
+
+
+def wait_http(*, url: str, procs: Processes, name: str, timeout: float = 60.0) -> None:
+    """Wait until `url` answers 200; exit if the process `name` ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check(name=name)
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s; see {procs.log_path(name=name)}")
+
+
+# --- Load and figures -----------------------------------------------------------------------
+
+
+def require_wrk() -> None:
+    """Exit with the way to install wrk unless it is on the PATH."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (Debian: apt-get install wrk)")
+
+
+def run_wrk(
+    *, url: str, script: Path, connections: int, seconds: int, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Load `url` with wrk (2 threads, `script`) and return its figures (see parse_wrk)."""
+    done = subprocess.run(  # noqa: S603 - our own arguments
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],  # noqa: S607
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return parse_wrk(output=done.stdout)
+
+
+def parse_wrk(*, output: str) -> dict[str, float]:
+    """From wrk --latency's output: requests, rps, p50/p90/p99 in ms, non_2xx and socket_errors."""
+    figures = {
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+    }
+    for pct in ("50", "90", "99"):
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE).groups()
+        figures[f"p{pct}"] = float(value) * MS_PER_UNIT[unit]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    figures["non_2xx"] = int(non_2xx.group(1)) if non_2xx else 0
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    figures["socket_errors"] = sum(map(int, errors.groups())) if errors else 0
+    return figures
+
+
+def percentile(*, values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages, as "load average 0.52 0.61 0.70"."""
+    return "load average " + " ".join(f"{load:.2f}" for load in os.getloadavg())
