@@ -14,6 +14,8 @@ $(VENV)/.installed: requirements.txt
 # Migrations, the demo project (its key is printed), then web + ingest consumer + both worker
 # groups + beat under honcho. Ctrl-C stops them all.
 run: export DEBUG ?= 1
+run: export KAIZEN_DEMO ?= 1
+run: export KAIZEN_SANDBOX_MODE ?= 1
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0

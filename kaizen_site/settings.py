@@ -3,6 +3,7 @@
 Every variable is listed with its default in `.env.example`; the embedded default needs none.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -114,7 +115,13 @@ REDIS_URL = RUNTIME.redis_url
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Files, not process memory: gunicorn's workers and the Celery workers must share it.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -217,9 +224,17 @@ KAIZEN_MAX_ENVELOPE_BYTES = int(os.environ.get("KAIZEN_MAX_ENVELOPE_BYTES", str(
 # How long a process trusts its cached key → project look-up; a revoked key stops working after this.
 KAIZEN_KEY_CACHE_SECONDS = float(os.environ.get("KAIZEN_KEY_CACHE_SECONDS", "5"))
 KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE", "1000"))
+# The demo product at /demo/ (three real bugs for the healing loop), and where verification replays
+# failing requests: the sandbox deployment of the owner's product (the demo, locally).
+KAIZEN_DEMO = env_bool("KAIZEN_DEMO")
+KAIZEN_DEMO_HOOK_SECRET = os.environ.get("KAIZEN_DEMO_HOOK_SECRET", "")
+KAIZEN_SANDBOX_URL = os.environ.get("KAIZEN_SANDBOX_URL", "http://127.0.0.1:8000")
 # The sandbox honours signed X-Kaizen-Probe headers that force a flag on for one user (flags.probes).
 KAIZEN_SANDBOX_MODE = env_bool("KAIZEN_SANDBOX_MODE")
-KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "")
+KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "") or (
+    # A local sandbox (`make run`) signs its own probes: derive a secret rather than refuse them all.
+    hashlib.sha256(f"{SECRET_KEY}:sandbox".encode()).hexdigest() if KAIZEN_SANDBOX_MODE else ""
+)
 # Where a Change's code patch is sent to be built (Kaizen never applies one itself), and the
 # HMAC-SHA256 secret the request is signed with. No URL: patches wait for the owner's approval.
 KAIZEN_PATCH_EXECUTOR_URL = os.environ.get("KAIZEN_PATCH_EXECUTOR_URL", "")

@@ -6,6 +6,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from flags.models import Flag
+from flags.services import flag_create
+from healing.demo import DEMO_FLAGS
 from healing.models import Project
 from healing.projects import key_issue, project_create
 
@@ -33,6 +36,11 @@ class Command(BaseCommand):
                 issued = key_issue(project=project)
                 key, secret = issued.key, issued.secret
 
+        for flag_key, description in DEMO_FLAGS.items():
+            if not Flag.objects.filter(project=project, key=flag_key).exists():
+                # On, at 0 %: nobody has the fix until the healing loop turns it on for a user.
+                flag_create(project=project, key=flag_key, description=description, enabled=True, actor="kaizen")
+
         User = get_user_model()
         password = None
         if not User.objects.filter(username="admin").exists():
@@ -53,3 +61,4 @@ class Command(BaseCommand):
             out(f"  console    : http://{host}/admin/  user admin, password {password}   (shown once)")
         else:
             out(f"  console    : http://{host}/admin/  user admin")
+        out(f"  demo       : http://{host}/demo/  (with KAIZEN_DEMO=1, as `make run` sets)")
