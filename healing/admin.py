@@ -463,3 +463,5 @@ class OccurrenceAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 from . import admin_changes  # noqa: E402, F401 - Kaizen tickets and components (after the helpers it reuses)
+
+from . import admin_patterns  # noqa: E402, F401 - patterns, remediation hooks and runs, incidents  # isort: skip

@@ -30,3 +30,11 @@ SENTRY_ITEMS = Counter(
     "Sentry envelope items received, by item type and outcome (report, ignored).",
     ["type", "outcome"],
 )
+PATTERN_LOOKUPS = Counter(
+    "kaizen_pattern_lookups_total", "Pattern library look-ups by outcome (hit: a Level-0 fix, no LLM).", ["outcome"]
+)
+FIXES = Counter(
+    "kaizen_fixes_total",
+    "Automatic fixes by outcome (resolved, aborted, rolled_back) and diagnosis level (pattern, llm).",
+    ["outcome", "level"],
+)

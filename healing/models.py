@@ -399,3 +399,208 @@ class PromotionLogEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("The promotion log is append-only: an entry cannot be deleted.")
+
+
+# --- Error patterns, remediation actions, learned incidents -------------------------------------
+
+
+class ErrorPattern(models.Model):
+    """A known problem and its fix: when a new issue matches with enough confidence, its
+    remediation plan is applied at once, without asking the LLM (see healing.patterns).
+
+    Filled conditions (type, regexes) must all hold; the fingerprint and the example texts are
+    evidence that raises the confidence. Learned patterns come from resolved incidents.
+    """
+
+    name = models.CharField(max_length=200)
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="error_patterns",
+        help_text="Empty: applies to every project.",
+    )
+    description = models.TextField(blank=True)
+    match_type = models.CharField(
+        max_length=32, choices=IssueType.choices, blank=True, help_text="The issue's type; empty matches any."
+    )
+    exception_regex = models.CharField(max_length=500, blank=True, help_text="Searched in the exception type.")
+    message_regex = models.CharField(
+        max_length=500, blank=True, help_text="Searched in the message, the exception value and the user's words."
+    )
+    route_regex = models.CharField(
+        max_length=500, blank=True, help_text="Searched in the route, the URL and the failing request's path."
+    )
+    fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="An issue with exactly this fingerprint matches for sure."
+    )
+    example_text = models.TextField(
+        blank=True,
+        help_text="What a report of this problem says, one example per line; new reports are compared to these "
+        "and to the symptoms of the incidents this pattern fixed.",
+    )
+    remediation = models.JSONField(
+        default=list, blank=True, help_text='The fix, in order: [{"action": …, "params": {…}}].'
+    )
+    confidence_threshold = models.FloatField(
+        default=0.75,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="The fix is applied when the match's confidence (0–1) reaches this.",
+    )
+    hits = models.PositiveIntegerField(default=0, help_text="Times it matched an issue.")
+    successes = models.PositiveIntegerField(default=0, help_text="Fixes that worked (since last re-enabled).")
+    failures = models.PositiveIntegerField(default=0, help_text="Fixes that failed (since last re-enabled).")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    auto_disabled = models.BooleanField(default=False, help_text="Switched off by Kaizen: its fixes kept failing.")
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    created_by = models.CharField(max_length=200, default="kaizen")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["project", "fingerprint"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        import re
+
+        for field in ("message_regex", "route_regex", "exception_regex"):
+            try:
+                re.compile(getattr(self, field))
+            except re.error as exc:
+                raise ValidationError({field: f"Not a valid regular expression: {exc}"}) from exc
+        conditions = (self.match_type, self.message_regex, self.route_regex, self.exception_regex)
+        if not any(conditions) and not self.fingerprint and not self.example_text.strip():
+            raise ValidationError("Give at least one condition, a fingerprint or an example text.")
+
+
+class RemediationHook(models.Model):
+    """An owner-defined webhook Kaizen may call as a remediation step (the `webhook_call` action).
+
+    The secret signs every request and is therefore kept as given (a hash could not sign);
+    the console never shows it again after it is saved.
+    """
+
+    name = models.SlugField(max_length=100)
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="remediation_hooks",
+        help_text="Empty: available to every project (a project's own hook of the same name wins).",
+    )
+    description = models.TextField(blank=True)
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=200, help_text="Signs each request (HMAC-SHA256).")
+    param_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="JSON Schema of the params a step may send (type, properties, required, "
+        "additionalProperties, enum, items, min/maxLength, minimum/maximum, pattern).",
+    )
+    timeout_seconds = models.FloatField(
+        default=10.0,
+        validators=[MinValueValidator(0.5), MaxValueValidator(120.0)],
+        help_text="How long to wait for the answer.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="remediationhook_unique_name"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(project__isnull=True), name="remediationhook_unique_global_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RiskLevel(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class RemediationOutcome(models.TextChoices):
+    RUNNING = "running"  # left so only by a process that died mid-step
+    OK = "ok"
+    FAILED = "failed"
+
+
+class RemediationRun(models.Model):
+    """One remediation step run (or undone), with what it was given and what came of it."""
+
+    plan_run = models.UUIDField(null=True, blank=True, help_text="The steps of one plan run share it.")
+    step = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Position in the plan, from 1.")
+    action = models.CharField(max_length=100)
+    risk = models.CharField(max_length=10, choices=RiskLevel.choices)
+    params = models.JSONField(default=dict, blank=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    issue = models.ForeignKey(Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="remediation_runs")
+    change = models.ForeignKey(
+        Change, null=True, blank=True, on_delete=models.SET_NULL, related_name="remediation_runs"
+    )
+    user_id = models.CharField(max_length=200, blank=True, help_text="The affected user the step acted for.")
+    actor = models.CharField(max_length=200)
+    undo_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undos", help_text="Set on an undo."
+    )
+    outcome = models.CharField(max_length=10, choices=RemediationOutcome.choices, default=RemediationOutcome.RUNNING)
+    detail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="What the action observed (task id, HTTP status…).")
+    undo_data = models.JSONField(null=True, blank=True, help_text="What undoing it needs; empty: nothing to undo.")
+    undone_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["issue", "-started_at"]),
+            models.Index(fields=["change", "-started_at"]),
+            models.Index(fields=["plan_run", "step"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{'undo ' if self.undo_of_id else ''}{self.action}: {self.outcome}"
+
+
+class IncidentOutcome(models.TextChoices):
+    FIXED = "fixed"
+    FIX_FAILED = "fix_failed", "fix failed"
+
+
+class Incident(models.Model):
+    """A finished incident, as learned from: symptoms → cause → fix → outcome. One per Change."""
+
+    issue = models.ForeignKey(Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="incidents")
+    change = models.OneToOneField(Change, on_delete=models.CASCADE, related_name="incident")
+    pattern = models.ForeignKey(
+        ErrorPattern, null=True, blank=True, on_delete=models.SET_NULL, related_name="incidents"
+    )
+    symptoms = models.TextField(help_text="What the reports said, normalized.")
+    root_cause = models.TextField(blank=True)
+    fix_plan = models.JSONField(default=list, blank=True)
+    fix_summary = models.TextField(blank=True, help_text="The code patch's summary, when there was one.")
+    outcome = models.CharField(max_length=12, choices=IncidentOutcome.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["pattern", "outcome"])]
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.symptoms[:80]}"

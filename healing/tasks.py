@@ -3,13 +3,21 @@
 from celery import shared_task
 from django.db import DatabaseError
 
+from kaizen_site.llm import LLMError
+
 from . import outbox, pipeline, retention
 
 
-@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=5)
+# LLMError reaches here only when transient (rate-limited, overloaded, unreachable): try later.
+@shared_task(acks_late=True, autoretry_for=(DatabaseError, LLMError), retry_backoff=5, max_retries=6)
 def process_issue(issue_id: str) -> bool:
     # The queue (P0–P3) is chosen by the sender from the issue's severity: see healing.outbox.
     return pipeline.issue_process(issue_id=issue_id)
+
+
+@shared_task(acks_late=True, expires=3600)
+def process_p3_batch() -> int:
+    return pipeline.p3_batch_process()
 
 
 @shared_task(acks_late=True, expires=60)

@@ -42,4 +42,12 @@ def owner_settings(app_configs, **kwargs):
                 id="kaizen.E002",
             )
         )
+    if not settings.ANTHROPIC_API_KEY:
+        problems.append(
+            Info(
+                "LLM diagnosis off: ANTHROPIC_API_KEY not set",
+                hint="Issues are matched against the pattern library only, then escalated to the owner.",
+                id="kaizen.I002",
+            )
+        )
     return problems

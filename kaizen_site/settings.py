@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "flags",
     "notifications",
     "research",
+    "kaizen_site",  # the LLM call log
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "reenqueue-pending-issues": {"task": "healing.tasks.reenqueue_pending", "schedule": 30.0},
     "trim-occurrences": {"task": "healing.tasks.trim_occurrences", "schedule": 3600.0},
+    # Minor (P3) issues are healed together once a day rather than one by one.
+    "p3-daily-batch": {"task": "healing.tasks.process_p3_batch", "schedule": 24 * 3600.0},
+    # Rollout phases end by ETA task; this ends any whose task was lost and watches every phase.
+    "sweep-rollouts": {"task": "flags.tasks.rollouts_sweep", "schedule": 30.0, "options": {"queue": "ops"}},
 }
 
 # --- Kaizen ---------------------------------------------------------------------------------
@@ -229,6 +234,14 @@ KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE"
 KAIZEN_DEMO = env_bool("KAIZEN_DEMO")
 KAIZEN_DEMO_HOOK_SECRET = os.environ.get("KAIZEN_DEMO_HOOK_SECRET", "")
 KAIZEN_SANDBOX_URL = os.environ.get("KAIZEN_SANDBOX_URL", "http://127.0.0.1:8000")
+# What the remediation actions may touch: cache key prefixes `cache_clear` may delete, and
+# the owner's idempotent Celery tasks `celery_task_retry` may re-send ({"task.name": ["queue", ...]}).
+KAIZEN_REMEDIATION_CACHE_PREFIXES = env_list("KAIZEN_REMEDIATION_CACHE_PREFIXES")
+KAIZEN_REMEDIATION_TASKS: dict[str, list[str]] = {}
+# Rollout phase lengths for the healing loop's fixes (canary = the affected user, partial = 10 %).
+KAIZEN_ROLLOUT_CANARY_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_CANARY_SECONDS", "300"))
+KAIZEN_ROLLOUT_PARTIAL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_PARTIAL_SECONDS", "1800"))
+KAIZEN_ROLLOUT_FULL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_FULL_SECONDS", "1800"))
 # The sandbox honours signed X-Kaizen-Probe headers that force a flag on for one user (flags.probes).
 KAIZEN_SANDBOX_MODE = env_bool("KAIZEN_SANDBOX_MODE")
 KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "") or (
@@ -239,5 +252,13 @@ KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "") or (
 # HMAC-SHA256 secret the request is signed with. No URL: patches wait for the owner's approval.
 KAIZEN_PATCH_EXECUTOR_URL = os.environ.get("KAIZEN_PATCH_EXECUTOR_URL", "")
 KAIZEN_PATCH_EXECUTOR_SECRET = os.environ.get("KAIZEN_PATCH_EXECUTOR_SECRET", "")
+# LLM diagnosis (kaizen_site.llm). Without a key it is off and issues go to the pattern library,
+# then to the owner. Model ids and prices: https://platform.claude.com/docs/en/about-claude/models/overview
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+KAIZEN_LLM_MODEL = os.environ.get("KAIZEN_LLM_MODEL", "claude-sonnet-5-5")
+KAIZEN_LLM_TIMEOUT = float(os.environ.get("KAIZEN_LLM_TIMEOUT", "60"))  # seconds, per HTTP attempt
+# The SDK sleeps for as long as a retry-after header asks: keep its own retries low and let the
+# Celery task retry later instead of holding a worker.
+KAIZEN_LLM_MAX_RETRIES = int(os.environ.get("KAIZEN_LLM_MAX_RETRIES", "1"))
 
 LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))

@@ -10,8 +10,8 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from healing import classify, projects, stream
-from healing.models import ClassificationRule
+from healing import classify, patterns, projects, stream
+from healing.models import ClassificationRule, ErrorPattern
 from kaizen_site.celery import app as celery_app
 
 from .factories import ProjectKeyFactory
@@ -32,15 +32,17 @@ def _clean_state():
         redis.Redis.from_url(settings.REDIS_URL).flushdb()
     projects.forget_keys()
     classify.forget_rules()
+    patterns.forget_patterns()
     yield
     projects.forget_keys()
     classify.forget_rules()
+    patterns.forget_patterns()
 
 
 @pytest.fixture(autouse=True)
 def _default_rules(request):
-    """Transactional tests end by flushing every table, including the classification rules a
-    migration seeds; put them back for any test that touches the database."""
+    """Transactional tests end by flushing every table, including the classification rules and
+    error patterns migrations seed; put them back for any test that touches the database."""
     marker = request.node.get_closest_marker("django_db")
     names = set(request.fixturenames)
     if marker is None and not names & {"db", "transactional_db", "live_server"}:
@@ -52,8 +54,9 @@ def _default_rules(request):
     from django.apps import apps
 
     if not ClassificationRule.objects.exists():
-        seeding = importlib.import_module("healing.migrations.0002_default_classification_rules")
-        seeding.seed(apps, None)
+        importlib.import_module("healing.migrations.0002_default_classification_rules").seed(apps, None)
+    if not ErrorPattern.objects.exists():
+        importlib.import_module("healing.migrations.0004_patterns_remediation").seed(apps, None)
 
 
 @pytest.fixture

@@ -164,9 +164,12 @@ def test_a_project_key_cannot_report_as_another_project(client, db, drain):
 
 
 def test_process_issue_records_detection_once(mode, post_report, drain):
-    post_report(SILENT)
+    from healing.models import Severity
+
+    post_report({"type": "UX_CONFUSION", "message": "Rage clicks on Save"})  # P3: healed in the daily batch
     drain()
     issue = Issue.objects.get()
+    assert issue.severity == Severity.P3
     assert pipeline.issue_process(issue_id=str(issue.id)) is True
     assert pipeline.issue_process(issue_id=str(issue.id)) is False  # a redelivered task does nothing
     event = IssueEvent.objects.get()

@@ -2,14 +2,15 @@
 
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from flags.models import Flag
 from flags.services import flag_create
-from healing.demo import DEMO_FLAGS
-from healing.models import Project
+from healing.demo import DEMO_FLAGS, HOOK_RESYNC_CREDITS, hook_secret
+from healing.models import Project, RemediationHook
 from healing.projects import key_issue, project_create
 
 DEMO_ORIGINS = ["http://localhost:8000", "http://127.0.0.1:8000"]
@@ -40,6 +41,16 @@ class Command(BaseCommand):
             if not Flag.objects.filter(project=project, key=flag_key).exists():
                 # On, at 0 %: nobody has the fix until the healing loop turns it on for a user.
                 flag_create(project=project, key=flag_key, description=description, enabled=True, actor="kaizen")
+
+        RemediationHook.objects.update_or_create(
+            project=project,
+            name=HOOK_RESYNC_CREDITS,
+            defaults={
+                "description": "Demo: ask the payment provider again and apply the user's pending credits.",
+                "url": settings.KAIZEN_SANDBOX_URL.rstrip("/") + "/demo/hooks/resync-credits",
+                "secret": hook_secret(),
+            },
+        )
 
         User = get_user_model()
         password = None

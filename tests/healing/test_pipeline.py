@@ -1,0 +1,190 @@
+"""The healing loop end to end on the demo product: report → diagnosis → Change → verification
+against the live sandbox → canary → rollout → resolved, and the ways it stops short."""
+
+from datetime import timedelta
+
+import orjson
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from flags.models import PromotionPolicy, Rollout
+from flags.rollout import rollouts_sweep
+from healing import demo, pipeline
+from healing.models import (
+    AuditEntry,
+    Change,
+    ChangeStatus,
+    ErrorPattern,
+    Incident,
+    Issue,
+    IssueEvent,
+    Project,
+    RemediationRun,
+    Stage,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sandbox(live_server, settings):
+    settings.KAIZEN_INGEST_MODE = "direct"
+    settings.KAIZEN_DEMO = True
+    settings.KAIZEN_SANDBOX_MODE = True
+    settings.KAIZEN_SANDBOX_SECRET = "sandbox-secret"
+    settings.KAIZEN_SANDBOX_URL = live_server.url
+    settings.KAIZEN_ROLLOUT_CANARY_SECONDS = settings.KAIZEN_ROLLOUT_PARTIAL_SECONDS = 1
+    settings.KAIZEN_ROLLOUT_FULL_SECONDS = 1
+    call_command("kaizen_demo", stdout=open("/dev/null", "w"))
+    # Promotions with no human at any hour and exposure, so the test does not depend on the clock.
+    PromotionPolicy.objects.update_or_create(
+        project=None, defaults={"max_auto_exposure": 100, "blocked_from_hour": None, "blocked_to_hour": None}
+    )
+    return live_server
+
+
+def demo_call(method, path, *, user, body=None, **headers):
+    client = Client()
+    call = getattr(client, method.lower())
+    if body is not None:
+        return call(path, data=orjson.dumps(body), content_type="application/json", HTTP_X_DEMO_USER=user, **headers)
+    return call(path, HTTP_X_DEMO_USER=user, **headers)
+
+
+def report(payload) -> Issue:
+    key = Project.objects.get(slug="demo").keys.get().public_key
+    response = Client().post(
+        "/api/v1/issues", data=orjson.dumps(payload), content_type="application/json", HTTP_X_KAIZEN_KEY=key
+    )
+    assert response.status_code == 202, response.content
+    issue = Issue.objects.get(pk=response.json()["issue_id"])
+    pipeline.issue_process(issue_id=str(issue.pk))
+    issue.refresh_from_db()
+    return issue
+
+
+def stages(issue):
+    return list(IssueEvent.objects.filter(issue=issue).values_list("stage", flat=True))
+
+
+def finish_rollout():
+    """Move the clock past each 1-second phase, as the sweep would."""
+    later = timezone.now()
+    for _ in range(4):
+        later += timedelta(seconds=2)
+        rollouts_sweep(now=later)
+
+
+GENERATE = {
+    "type": "SILENT_FAILURE",
+    "message": "Clicked Generate and nothing happened",
+    "route": "/demo/",
+    "user": {"id": "alice"},
+    "request": {
+        "method": "POST",
+        "path": "/demo/api/generate",
+        "headers": {"X-Demo-User": "alice"},
+        "body": {"prompt": "a cat"},
+        "status": 202,
+    },
+}
+
+
+def test_generate_silent_failure_is_fixed_for_the_user_then_everyone(sandbox):
+    assert demo_call("POST", "/demo/api/generate", user="alice", body={"prompt": "a cat"}).status_code == 202
+    issue = report(GENERATE)
+    assert stages(issue) == ["detected", "diagnosing", "root_cause_found", "fixing", "verifying", "deployed"]
+    assert IssueEvent.objects.filter(issue=issue).last().message == "Fixed! Please try again."
+    change = Change.objects.get(issue=issue)
+    assert (change.status, change.flag_key) == (ChangeStatus.CANARY, demo.FLAG_GENERATE_RETRY)
+    assert change.scorecard["verification"]["summary"] == "10/10 replays passed"
+    assert change.scorecard["verification"]["level"] == "pattern"
+    assert Rollout.objects.get(change=change).phase == "canary"
+    # Fixed for the affected user only, for now.
+    assert demo_call("POST", "/demo/api/generate", user="alice", body={"prompt": "a cat"}).status_code == 200
+    assert demo_call("POST", "/demo/api/generate", user="bob", body={"prompt": "a dog"}).status_code == 202
+
+    finish_rollout()
+    issue.refresh_from_db()
+    change.refresh_from_db()
+    assert (issue.stage, change.status) == (Stage.RESOLVED, ChangeStatus.COMPLETE)
+    assert demo_call("POST", "/demo/api/generate", user="bob", body={"prompt": "a dog"}).status_code == 200
+    assert Incident.objects.filter(change=change).exists()
+
+
+def test_paid_credits_are_resynced_through_the_owner_webhook(sandbox):
+    demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
+    issue = report(
+        {
+            "type": "BILLING_ISSUE",
+            "message": "I paid for 100 credits but my balance still shows 0",
+            "user": {"id": "alice"},
+            "request": {
+                "method": "GET",
+                "path": "/demo/api/credits",
+                "headers": {"X-Demo-User": "alice"},
+                "status": 200,
+            },
+            "state": {"credits": 0, "pending": 100},
+        }
+    )
+    assert issue.stage == Stage.RESOLVED  # no flag to roll out: the webhook fixed it for the user
+    run = RemediationRun.objects.get(action="webhook_call")
+    assert run.outcome == "ok"
+    assert demo_call("GET", "/demo/api/credits", user="alice").json() == {"credits": 100, "pending": 0}
+    assert Change.objects.get(issue=issue).status == ChangeStatus.COMPLETE
+
+
+def test_session_expired_after_login_is_fixed_for_the_user(sandbox):
+    token = demo_call("POST", "/demo/api/login", user="", body={"user": "alice"}).json()["token"]
+    issue = report(
+        {
+            "type": "AUTH_ISSUE",
+            "message": "Session expired right after login",
+            "user": {"id": "alice"},
+            "request": {
+                "method": "GET",
+                "path": "/demo/api/me",
+                "status": 401,
+                "headers": {"Authorization": f"Bearer {token}", "X-Demo-User": "alice"},
+            },
+        }  # fmt: skip
+    )
+    assert issue.stage == Stage.DEPLOYED
+    me = demo_call("GET", "/demo/api/me", user="alice", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert me.status_code == 200
+
+
+def test_a_fix_that_does_not_verify_is_aborted_and_escalated(sandbox):
+    ErrorPattern.objects.filter(name__icontains="generate").update(
+        remediation=[{"action": "flag_enable_for_user", "params": {"flag": demo.FLAG_SESSION_FIX}}]  # the wrong fix
+    )
+    from healing.patterns import forget_patterns
+
+    forget_patterns()
+    issue = report(GENERATE)
+    assert stages(issue)[-1] == "aborted"
+    assert issue.severity == "P0"
+    change = Change.objects.get(issue=issue)
+    assert change.status == ChangeStatus.ABORTED
+    assert change.scorecard["verification"]["summary"].startswith("0/10")
+    assert AuditEntry.objects.filter(action="owner.alert", target=f"issue:{issue.pk}").exists()
+    assert ErrorPattern.objects.get(name__icontains="generate").failures == 1
+    assert not Rollout.objects.exists()  # nobody got the wrong fix
+
+
+def test_an_unknown_problem_without_an_llm_is_escalated(sandbox):
+    issue = report({"type": "ERROR", "message": "Totally new kind of failure", "user": {"id": "alice"}})
+    assert stages(issue)[-1] == "escalated"
+    assert "ANTHROPIC_API_KEY" in IssueEvent.objects.filter(issue=issue).last().detail
+    assert not Change.objects.exists()
+
+
+def test_a_redelivered_task_changes_nothing(sandbox):
+    issue = report(GENERATE)
+    before = stages(issue)
+    assert pipeline.issue_process(issue_id=str(issue.pk)) is False
+    assert stages(issue) == before
+    assert Change.objects.count() == 1
