@@ -266,7 +266,7 @@ RISK_ORDER = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2}
 
 class PromotionPolicy(models.Model):
     """What the owner lets Kaizen promote without asking: checked before every promotion of a
-    rollout (flags.rollout.policy_check). One row per project, and one with no project that
+    rollout (flags.promotion.policy_check). One row per project, and one with no project that
     applies to every project without its own."""
 
     project = models.ForeignKey(

@@ -18,51 +18,30 @@ Both paths claim a step with a conditional UPDATE on (id, phase=expected), in th
 that applies it: whichever comes second (a duplicate task, a stale one from an earlier phase, the
 sweep racing the ETA task) changes nothing. Each step is a RolloutStep row, unique per move.
 
-Health. Reports carry a user id but the product sends no request counts, so a true error rate is
-not measurable. What is measured, for the users the flag is on for:
-- new occurrences of the watched issue (the one the Change fixes) since the phase began: the fix
-  is not working. In the full phase everyone is exposed, so the issue's occurrence counter (never
-  trimmed by retention, unlike the rows) counts too;
-- from the partial phase on, ERROR reports per minute from exposed users, scaled up by the
-  exposed share (bucketing is uniform, so 10 % of users should send ~10 % of the errors) and
-  compared with the project's rate in the hour before the rollout. One canary user gives no rate.
+Whether a phase is healthy is flags.health; whether Kaizen may promote it by itself is the
+promotion policy, flags.promotion.
 """
 
 import enum
 import logging
 import math
 import re
-import zoneinfo
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from healing import outbox, pipeline
 from healing.audit import AUTOMATIC, audit_record
 from healing.changes import ChangeTransitionError, change_transition
-from healing.models import Change, ChangeStatus, EnqueueState, Issue, IssueType, Occurrence, Severity
+from healing.models import Change, ChangeStatus, EnqueueState, Issue, Occurrence, Severity
 
 from . import services
-from .evaluate import bucket
-from .models import (
-    ACTIVE_PHASES,
-    RISK_ORDER,
-    ApprovalState,
-    Flag,
-    FlagStatus,
-    PromotionPolicy,
-    RiskLevel,
-    Rollout,
-    RolloutPhase,
-    RolloutStep,
-)
+from .health import Health, error_rate_before, phase_exposure, rollout_health
+from .models import ACTIVE_PHASES, ApprovalState, Flag, FlagStatus, Rollout, RolloutPhase, RolloutStep
+from .promotion import policy_check
 
 logger = logging.getLogger("kaizen.rollout")
 
@@ -71,16 +50,8 @@ QUEUE = "ops"
 NEXT_PHASE = {P.CANARY: P.PARTIAL, P.PARTIAL: P.FULL, P.FULL: P.DONE}
 # The report fields the partial phase would target on (see rollout_start).
 TARGET_KEY = re.compile(r"plan|tier|config|subscription", re.IGNORECASE)
-BASELINE_WINDOW = timedelta(hours=1)
-# Fewer ERROR reports than this in a phase is noise, whatever the rate says (one error in the
-# first minute of a 10 % phase would otherwise read as ten times the baseline).
-MIN_ERRORS_FOR_RATE = 5
-# Occurrence rows read per check: bucketing happens in Python (MurmurHash is not in the database).
-ROWS_SCANNED = 20_000
 # An ETA task must be due well before the broker hands its message to another worker.
 ETA_MARGIN_SECONDS = 60
-# "Risk: high" in a patch summary (markdown emphasis allowed).
-RISK_LINE = re.compile(r"^\W*risk\W*[:=]\W*([a-z]+)", re.IGNORECASE | re.MULTILINE)
 
 
 class RolloutError(Exception):
@@ -94,181 +65,6 @@ class Outcome(enum.StrEnum):
     PROMOTED = "promoted"
     DONE = "done"
     ROLLED_BACK = "rolled_back"
-
-
-@dataclass(frozen=True)
-class PolicyDecision:
-    allowed: bool
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass
-class Health:
-    degraded: bool = False
-    reasons: list[str] = field(default_factory=list)
-    watched_new: int = 0  # new occurrences of the watched issue among exposed users, this phase
-    exposed_errors: int | None = None  # ERROR reports from exposed users, this phase
-    error_rate: float | None = None  # per minute, scaled to all users
-    baseline: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def metrics(self) -> dict[str, Any]:
-        return {
-            "watched_new": self.watched_new,
-            "exposed_errors": self.exposed_errors,
-            "error_rate": self.error_rate,
-            "baseline_error_rate": self.baseline,
-            "degraded": self.degraded,
-            "reasons": self.reasons,
-        }
-
-    def summary(self) -> str:
-        rate = "not measured" if self.error_rate is None else f"{self.error_rate:.2f}/min"
-        parts = [f"{self.watched_new} new watched occurrence(s)", f"error rate {rate} (baseline {self.baseline:.2f})"]
-        return "; ".join([*parts, *self.reasons, *self.notes])
-
-
-# --- Policy -------------------------------------------------------------------------------------
-
-
-def change_risk(*, change: Change) -> str:
-    """The highest risk its plan steps (params.risk) or patch summary ("Risk: high") declare;
-    low when none does."""
-    declared = [str(step.get("params", {}).get("risk", "")).strip().lower() for step in change.plan or []]
-    declared += [word.lower() for word in RISK_LINE.findall(change.patch_summary or "")]
-    # An unrecognised level ("critical", a typo) counts as the highest: a policy fails closed.
-    levels = [level if level in RISK_ORDER else RiskLevel.HIGH for level in declared if level]
-    return max(levels, key=lambda level: RISK_ORDER[level], default=RiskLevel.LOW)
-
-
-def policy_for(*, project_id: int) -> PromotionPolicy:
-    """The project's policy, else the default row, else the model's defaults (unsaved)."""
-    policy = (
-        PromotionPolicy.objects.filter(Q(project_id=project_id) | Q(project__isnull=True))
-        .order_by(F("project").asc(nulls_last=True))
-        .first()
-    )
-    return policy or PromotionPolicy()
-
-
-def llm_spend_today(*, now: datetime) -> Decimal:
-    """The LLM spend since midnight in the owner's timezone, in USD (unpriced calls count 0)."""
-    try:
-        # The call log is kaizen_site's LLMCall. Looked up by name so the policy keeps working
-        # (as "nothing spent") in a deployment without it.
-        calls = apps.get_model("kaizen_site", "LLMCall")
-    except LookupError:
-        return Decimal(0)
-    midnight = _owner_now(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    spent = calls.objects.filter(created_at__gte=midnight, created_at__lte=now).aggregate(total=Sum("cost_usd"))
-    return spent["total"] or Decimal(0)
-
-
-def _owner_now(now: datetime) -> datetime:
-    return now.astimezone(zoneinfo.ZoneInfo(settings.KAIZEN_OWNER_TIMEZONE))
-
-
-def _in_blocked_hours(policy: PromotionPolicy, local: datetime) -> bool:
-    start, end = policy.blocked_from_hour, policy.blocked_to_hour
-    if start is None or end is None:
-        return False
-    if start < end:
-        return start <= local.hour < end
-    return local.hour >= start or local.hour < end  # spans midnight, e.g. 22 → 7
-
-
-def _exposure(rollout: Rollout, phase: str) -> int:
-    return {P.PARTIAL: rollout.partial_percentage, P.FULL: 100, P.DONE: 100}.get(phase, 0)
-
-
-def policy_check(*, rollout: Rollout, to_phase: str, now: datetime | None = None) -> PolicyDecision:
-    """Whether Kaizen may promote `rollout` to `to_phase` by itself, and if not, every reason."""
-    now = now or timezone.now()
-    policy = policy_for(project_id=rollout.flag.project_id)
-    reasons = []
-    risk = change_risk(change=rollout.change)
-    if RISK_ORDER[risk] > RISK_ORDER[policy.max_auto_risk]:
-        reasons.append(f"risk {risk} is above {policy.max_auto_risk}, the highest promoted without approval")
-    exposure = _exposure(rollout, to_phase)
-    if exposure > policy.max_auto_exposure:
-        reasons.append(f"{exposure} % exposure is over the {policy.max_auto_exposure} % allowed without approval")
-    spend = llm_spend_today(now=now)
-    if spend > policy.daily_llm_budget_usd:
-        reasons.append(f"today's LLM spend ${spend:.2f} is over the ${policy.daily_llm_budget_usd:.2f} daily budget")
-    if _in_blocked_hours(policy, _owner_now(now)):
-        # No clock time in the reason: the sweep asks every 30 s and records only changed reasons.
-        reasons.append(
-            f"within the blocked hours {policy.blocked_from_hour:02d}:00–{policy.blocked_to_hour:02d}:00 "
-            f"({settings.KAIZEN_OWNER_TIMEZONE})"
-        )
-    return PolicyDecision(allowed=not reasons, reasons=tuple(reasons))
-
-
-# --- Health -------------------------------------------------------------------------------------
-
-
-def _exposed(rollout: Rollout, phase: str):
-    """Who the flag is on for in `phase` (an opt-out override is ignored: rare, and it only
-    makes the check stricter)."""
-    affected, group, share = rollout.affected_user_id, rollout.flag.bucket_group, rollout.partial_percentage
-    if phase == P.CANARY:
-        return lambda user_id: user_id == affected
-    if phase == P.PARTIAL:
-        return lambda user_id: (
-            user_id == affected or (bool(user_id) and bucket(group_id=group, user_id=user_id) <= share)
-        )
-    return lambda user_id: True
-
-
-def _error_rate_before(*, project_id: int, before: datetime) -> float:
-    """The project's ERROR reports per minute in the hour before `before`."""
-    count = Occurrence.objects.filter(
-        issue__project_id=project_id,
-        issue__type=IssueType.ERROR,
-        received_at__gte=before - BASELINE_WINDOW,
-        received_at__lt=before,
-    ).count()
-    return count / (BASELINE_WINDOW.total_seconds() / 60)
-
-
-def rollout_health(*, rollout: Rollout, now: datetime | None = None) -> Health:
-    """What the current phase's window shows; reads only."""
-    now = now or timezone.now()
-    since, phase = rollout.phase_started_at, rollout.phase
-    exposed = _exposed(rollout, phase)
-    health = Health(baseline=rollout.baseline_error_rate)
-    window = Q(received_at__gte=since, received_at__lte=now)
-    if rollout.issue_id:
-        users = Occurrence.objects.filter(window, issue_id=rollout.issue_id).values_list("user_id", flat=True)
-        health.watched_new = sum(1 for user_id in users[:ROWS_SCANNED] if exposed(user_id))
-        if phase == P.FULL:
-            count = Issue.objects.filter(pk=rollout.issue_id).values_list("occurrence_count", flat=True).first() or 0
-            health.watched_new = max(health.watched_new, count - rollout.watched_count_at_phase_start)
-        if health.watched_new > rollout.watched_allowance:
-            health.reasons.append(
-                f"{health.watched_new} new occurrence(s) of the watched issue among exposed users "
-                f"(allowed {rollout.watched_allowance})"
-            )
-    else:
-        health.notes.append("no watched issue")
-    if phase == P.CANARY:
-        health.notes.append("one canary user gives no error rate: the watched issue decides")
-    else:
-        share = _exposure(rollout, phase) / 100
-        users = Occurrence.objects.filter(
-            window, issue__project_id=rollout.flag.project_id, issue__type=IssueType.ERROR
-        ).values_list("user_id", flat=True)
-        health.exposed_errors = sum(1 for user_id in users[:ROWS_SCANNED] if exposed(user_id))
-        minutes = max((now - since).total_seconds() / 60, 1.0)
-        health.error_rate = health.exposed_errors / minutes / share
-        limit = rollout.error_rate_threshold * health.baseline
-        if health.exposed_errors >= MIN_ERRORS_FOR_RATE and health.error_rate > limit:
-            health.reasons.append(
-                f"exposed users' error rate {health.error_rate:.2f}/min is over {rollout.error_rate_threshold:g}× "
-                f"the baseline {health.baseline:.2f}/min"
-            )
-    health.degraded = bool(health.reasons)
-    return health
 
 
 # --- Starting -----------------------------------------------------------------------------------
@@ -386,7 +182,7 @@ def rollout_start(
             watched_count_at_phase_start=issue.occurrence_count if issue else 0,
             watched_allowance=watched_allowance,
             error_rate_threshold=error_rate_threshold,
-            baseline_error_rate=_error_rate_before(project_id=flag.project_id, before=now),
+            baseline_error_rate=error_rate_before(project_id=flag.project_id, before=now),
             created_by=actor,
             created_at=now,
         )
@@ -539,7 +335,7 @@ def _promote(*, rollout: Rollout, to_phase: str, health: Health, approved_by: st
         claimed = Rollout.objects.filter(pk=rollout.pk, phase=from_phase).update(
             phase=to_phase,
             phase_started_at=now,
-            exposure_percentage=_exposure(rollout, to_phase),
+            exposure_percentage=phase_exposure(rollout, to_phase),
             watched_count_at_phase_start=watched_count,
             phase_new_occurrences=0,
             approval_state=ApprovalState.NONE,

@@ -16,8 +16,8 @@ from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
-from . import changes
-from .admin import ReadOnlyMixin, _actor
+from . import changes, components, patch_executor
+from .admin_common import ReadOnlyMixin, request_actor
 from .audit import audit_record
 from .models import CHANGE_KEY_PREFIX, Change, ChangeStatus, Component, PatchState, PromotionLogEntry
 
@@ -37,8 +37,8 @@ class ComponentForm(forms.ModelForm):
         data = {name: cleaned.get(name, getattr(self.instance, name)) for name in self.Meta.fields}
         data["slo"] = data["slo"] or {}
         try:
-            self.spec = changes.component_spec_parse(data, source="component")
-        except changes.ComponentSpecError as exc:
+            self.spec = components.component_spec_parse(data, source="component")
+        except components.ComponentSpecError as exc:
             field = exc.field.split(".")[0]
             raise ValidationError({field if field in self.fields else NON_FIELD_ERRORS: str(exc)}) from exc
         return cleaned
@@ -59,16 +59,16 @@ class ComponentAdmin(admin.ModelAdmin):
         return ", ".join(f"{metric}={target:g}" for metric, target in sorted(obj.slo.items()))
 
     def save_model(self, request, obj: Component, form, change: bool) -> None:
-        saved, _ = changes.component_save(spec=form.spec, actor=_actor(request))
+        saved, _ = components.component_save(spec=form.spec, actor=request_actor(request))
         obj.created_at, obj.updated_at = saved.created_at, saved.updated_at
 
     def delete_model(self, request, obj: Component) -> None:
-        audit_record(actor=_actor(request), action="component.delete", target=f"component:{obj.pk}")
+        audit_record(actor=request_actor(request), action="component.delete", target=f"component:{obj.pk}")
         super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for component in queryset:
-            audit_record(actor=_actor(request), action="component.delete", target=f"component:{component.pk}")
+            audit_record(actor=request_actor(request), action="component.delete", target=f"component:{component.pk}")
         super().delete_queryset(request, queryset)
 
 
@@ -189,8 +189,8 @@ class ChangeAdmin(admin.ModelAdmin):
 
     @admin.display(description="patch")
     def patch_status(self, obj: Change) -> str:
-        if obj.patch_state == PatchState.AWAITING_APPROVAL and not changes.patch_executor_configured():
-            return format_html("<strong>{}</strong>", changes.NOT_CONFIGURED)
+        if obj.patch_state == PatchState.AWAITING_APPROVAL and not patch_executor.patch_executor_configured():
+            return format_html("<strong>{}</strong>", patch_executor.NOT_CONFIGURED)
         return obj.get_patch_state_display()
 
     @admin.display(description="scorecard")
@@ -212,7 +212,7 @@ class ChangeAdmin(admin.ModelAdmin):
                 issue=data.get("issue"),
                 plan=data.get("plan") or [],
                 patch=changes.PatchSpec(summary=data.get("patch_summary") or "", diff=data.get("patch_diff") or ""),
-                actor=_actor(request),
+                actor=request_actor(request),
                 why=data.get("why") or "",
             )  # fmt: skip
             # The admin goes on with the instance it built (log entry, redirect): make it the row.
@@ -224,9 +224,11 @@ class ChangeAdmin(admin.ModelAdmin):
         try:
             with transaction.atomic():  # the edits and the move are kept together or not at all
                 if edits:
-                    changes.change_update(change=obj, fields=edits, actor=_actor(request))
+                    changes.change_update(change=obj, fields=edits, actor=request_actor(request))
                 if data.get("move_to"):
-                    changes.change_transition(change=obj, to=data["move_to"], actor=_actor(request), why=data["why"])
+                    changes.change_transition(
+                        change=obj, to=data["move_to"], actor=request_actor(request), why=data["why"]
+                    )
         except (changes.ChangeError, ValidationError) as exc:
             setattr(request, FAILED_SAVE, True)
             problem = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
@@ -244,7 +246,7 @@ class ChangeAdmin(admin.ModelAdmin):
         moved = []
         for change in queryset.order_by("number"):
             try:
-                changes.change_transition(change=change, to=to, actor=_actor(request), why=why)
+                changes.change_transition(change=change, to=to, actor=request_actor(request), why=why)
                 moved.append(change.key)
             except changes.ChangeTransitionError as exc:
                 messages.error(request, str(exc))
@@ -255,7 +257,7 @@ class ChangeAdmin(admin.ModelAdmin):
     def approve_patch(self, request, queryset) -> None:
         for change in queryset.order_by("number"):
             try:
-                change = changes.change_approve_patch(change=change, actor=_actor(request))
+                change = patch_executor.change_approve_patch(change=change, actor=request_actor(request))
             except changes.ChangeError as exc:
                 messages.error(request, str(exc))
                 continue

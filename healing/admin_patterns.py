@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from . import patterns
-from .admin import ReadOnlyMixin, _actor, _changes
+from .admin_common import ReadOnlyMixin, form_changes, request_actor
 from .audit import audit_record
 from .models import ErrorPattern, Incident, RemediationHook, RemediationOutcome, RemediationRun
 from .remediation import RemediationPlanError, remediation_plan_validate, remediation_undo
@@ -87,36 +87,36 @@ class ErrorPatternAdmin(admin.ModelAdmin):
         return f"{obj.successes / outcomes:.0%}" if outcomes else "—"
 
     def save_model(self, request, obj: ErrorPattern, form, change: bool) -> None:
-        detail = _changes(form, obj, created=not change)
+        detail = form_changes(form, obj, created=not change)
         # Ticking "enabled" on a pattern Kaizen switched off is the re-enable action: a clean slate.
         reenabling = change and "enabled" in form.changed_data and obj.enabled and obj.auto_disabled
         if not change:
-            obj.created_by = _actor(request)
+            obj.created_by = request_actor(request)
         obj.updated_at = timezone.now()
         super().save_model(request, obj, form, change)
         target = f"pattern:{obj.pk}"
-        audit_record(actor=_actor(request), action=f"pattern.{'update' if change else 'create'}", target=target,
+        audit_record(actor=request_actor(request), action=f"pattern.{'update' if change else 'create'}", target=target,
                      detail=detail)  # fmt: skip
         if reenabling:
-            patterns.pattern_enable(pattern=obj, actor=_actor(request))
+            patterns.pattern_enable(pattern=obj, actor=request_actor(request))
         patterns.patterns_changed()
 
     def delete_model(self, request, obj: ErrorPattern) -> None:
-        audit_record(actor=_actor(request), action="pattern.delete", target=f"pattern:{obj.pk}",
+        audit_record(actor=request_actor(request), action="pattern.delete", target=f"pattern:{obj.pk}",
                      detail={"name": obj.name})  # fmt: skip
         super().delete_model(request, obj)
         patterns.patterns_changed()
 
     def delete_queryset(self, request, queryset) -> None:
         for pattern in queryset:
-            audit_record(actor=_actor(request), action="pattern.delete", target=f"pattern:{pattern.pk}",
+            audit_record(actor=request_actor(request), action="pattern.delete", target=f"pattern:{pattern.pk}",
                          detail={"name": pattern.name})  # fmt: skip
         super().delete_queryset(request, queryset)
         patterns.patterns_changed()
 
     @admin.action(description="Re-enable (its success and failure counts start again)")
     def reenable(self, request, queryset) -> None:
-        names = [patterns.pattern_enable(pattern=pattern, actor=_actor(request)).name for pattern in queryset]
+        names = [patterns.pattern_enable(pattern=pattern, actor=request_actor(request)).name for pattern in queryset]
         messages.success(request, f"Re-enabled: {', '.join(names)}.")
 
 
@@ -169,23 +169,25 @@ class RemediationHookAdmin(admin.ModelAdmin):
     search_fields = ("name", "url", "description")
 
     def save_model(self, request, obj: RemediationHook, form, change: bool) -> None:
-        detail = _changes(form, obj, created=not change)
+        detail = form_changes(form, obj, created=not change)
         for side in ("before", "after"):
             if "secret" in detail[side]:
                 detail[side]["secret"] = SECRET_SHOWN_AS  # that it changed, never what it is
         super().save_model(request, obj, form, change)
         if change and not form.changed_data:
             return
-        audit_record(actor=_actor(request), action=f"hook.{'update' if change else 'create'}",
+        audit_record(actor=request_actor(request), action=f"hook.{'update' if change else 'create'}",
                      target=f"hook:{obj.pk}", detail=detail)  # fmt: skip
 
     def delete_model(self, request, obj: RemediationHook) -> None:
-        audit_record(actor=_actor(request), action="hook.delete", target=f"hook:{obj.pk}", detail={"name": obj.name})
+        audit_record(
+            actor=request_actor(request), action="hook.delete", target=f"hook:{obj.pk}", detail={"name": obj.name}
+        )
         super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for hook in queryset:
-            audit_record(actor=_actor(request), action="hook.delete", target=f"hook:{hook.pk}",
+            audit_record(actor=request_actor(request), action="hook.delete", target=f"hook:{hook.pk}",
                          detail={"name": hook.name})  # fmt: skip
         super().delete_queryset(request, queryset)
 
@@ -232,7 +234,7 @@ class RemediationRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.action(description="Undo the selected steps")
     def undo(self, request, queryset) -> None:
         for run in queryset.filter(undo_of__isnull=True).order_by("-started_at", "-id"):
-            undo = remediation_undo(run=run, actor=_actor(request))
+            undo = remediation_undo(run=run, actor=request_actor(request))
             if undo is None:
                 messages.warning(request, f"{run}: nothing to undo, or undone already.")
             elif undo.outcome == RemediationOutcome.OK:

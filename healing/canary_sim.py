@@ -14,7 +14,8 @@ from datetime import timedelta
 from django.db import transaction
 
 from .audit import AUTOMATIC
-from .changes import ComponentSpec, change_create, change_transition, component_ensure
+from .changes import change_create, change_transition
+from .components import ComponentSpec, component_ensure
 from .models import Change, ChangeStatus, Severity
 
 

@@ -126,6 +126,9 @@ def incident_learn(
         if existing is not None:
             return existing
         pattern = pattern or _pattern_for(issue=issue, occurrence=occurrence, plan=plan)
+        if pattern is not None and not pattern.enabled:
+            # A switched-off pattern would keep what was learned out of use: learn anew instead.
+            pattern = None
         created, not_learned = False, ""
         if pattern is not None:
             pattern_record_outcome(pattern=pattern, success=True, actor=actor)

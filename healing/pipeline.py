@@ -249,7 +249,21 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
         return
 
     change = change_transition(change=change, to=ChangeStatus.IN_REVIEW, actor=AUTOMATIC, why=verdict.summary())
-    if change.flag_key:
+    running = _active_rollout(issue=issue, flag_key=change.flag_key)
+    if running is not None:
+        # The same fix is already rolling out for another issue: give it to this user now and let
+        # that rollout take it to everyone (one flag, one rollout).
+        flag_steps = [s for s in plan if s["action"] in FLAG_ACTIONS]
+        context = RemediationContext(issue=issue, change=change, user_id=user_id)
+        remediation_plan_run(plan=flag_steps, context=context, actor=AUTOMATIC)
+        change = change_record_scorecard(
+            change=change, actor=AUTOMATIC, metrics_after={"rides_rollout_of": running.change.key}
+        )
+        change = change_transition(
+            change=change, to=ChangeStatus.CANARY, actor=AUTOMATIC, why=f"rides {running.change.key}"
+        )
+        _deployed(issue=issue, change=change, level=diagnosis["level"])
+    elif change.flag_key:
         rollout_start(change=change, actor=AUTOMATIC, affected_user_id=user_id, **rollout_durations())
         _deployed(issue=issue, change=change, level=diagnosis["level"])
     else:
@@ -258,6 +272,18 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
             change = change_transition(change=change, to=to, actor=AUTOMATIC, why=verdict.summary())
         _deployed(issue=issue, change=change, level=diagnosis["level"])
         change_completed(change_id=change.pk)
+
+
+def _active_rollout(*, issue: Issue, flag_key: str):
+    from flags.models import ACTIVE_PHASES, Rollout
+
+    if not flag_key:
+        return None
+    return (
+        Rollout.objects.select_related("change")
+        .filter(flag__project_id=issue.project_id, flag__key=flag_key, phase__in=ACTIVE_PHASES)
+        .first()
+    )
 
 
 def rollout_durations() -> dict[str, int]:
@@ -284,6 +310,7 @@ def change_completed(*, change_id: int) -> None:
     from .models import Change
 
     change = Change.objects.select_related("issue").get(pk=change_id)
+    _riders_complete(change)
     issue = change.issue
     if issue is None or not _move(
         issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), to=Stage.RESOLVED, detail=change.key
@@ -295,6 +322,24 @@ def change_completed(*, change_id: int) -> None:
 
     incident_learn(change=change, pattern=ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None)
     metrics.FIXES.labels(outcome="resolved", level=_level(change)).inc()
+    from .rca import rca_draft_for_incident
+
+    rca_draft_for_incident(issue=issue, change=change)  # P0/P1 only; outside any transaction (it may ask the LLM)
+
+
+def _riders_complete(change) -> None:
+    """Changes that rode this one's rollout are complete with it."""
+    from .changes import change_transition
+    from .models import Change, ChangeStatus
+
+    riders = Change.objects.filter(
+        status=ChangeStatus.CANARY, flag_key=change.flag_key, scorecard__metrics__after__rides_rollout_of=change.key
+    )
+    for rider in riders:
+        rider = change_transition(
+            change=rider, to=ChangeStatus.COMPLETE, actor=AUTOMATIC, why=f"{change.key} rolled out"
+        )
+        change_completed(change_id=rider.pk)
 
 
 def change_rolled_back(*, change_id: int, why: str) -> None:
@@ -305,7 +350,9 @@ def change_rolled_back(*, change_id: int, why: str) -> None:
 
     change = Change.objects.select_related("issue").get(pk=change_id)
     if change.issue is not None:
-        issue_escalate(issue=change.issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), why=why, to=Stage.ABORTED)
+        issue_escalate(
+            issue=change.issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), why=why, to=Stage.ABORTED, change=change
+        )
         incident_fix_failed(change=change)
     metrics.FIXES.labels(outcome="rolled_back", level=_level(change)).inc()
 
@@ -316,14 +363,18 @@ def _abort(*, issue: Issue, change, expected: str, why: str, pattern_id: int | N
     from .models import ChangeStatus, ErrorPattern
 
     change = change_transition(change=change, to=ChangeStatus.ABORTED, actor=AUTOMATIC, why=why)
-    issue_escalate(issue=issue, expected=expected, why=why, to=Stage.ABORTED)
+    issue_escalate(issue=issue, expected=expected, why=why, to=Stage.ABORTED, change=change)
     pattern = ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None
     incident_fix_failed(change=change, pattern=pattern)
     metrics.FIXES.labels(outcome="aborted", level=_level(change)).inc()
 
 
-def issue_escalate(*, issue: Issue, expected: str | tuple[str, ...], why: str, to: str = Stage.ESCALATED) -> None:
-    """A person is needed: the issue goes to P0 (and its queue) and the owner is alerted."""
+def issue_escalate(
+    *, issue: Issue, expected: str | tuple[str, ...], why: str, to: str = Stage.ESCALATED, change=None
+) -> None:
+    """A person is needed: the issue goes to P0, the owner is alerted and gets a draft RCA."""
+    from .rca import rca_draft_for_incident
+
     if not _move(issue, expected=expected, to=to, detail=why):
         return
     with transaction.atomic():
@@ -333,3 +384,5 @@ def issue_escalate(*, issue: Issue, expected: str | tuple[str, ...], why: str, t
             actor=AUTOMATIC, action="owner.alert", target=f"issue:{issue.pk}", detail={"stage": to, "why": why}
         )
     logger.warning("issue escalated to the owner", extra={"issue": str(issue.pk), "stage": to, "why": why})
+    issue.severity = Severity.P0
+    rca_draft_for_incident(issue=issue, change=change)

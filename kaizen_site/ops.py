@@ -10,7 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu.exceptions import ChannelError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 logger = logging.getLogger("kaizen.ops")
@@ -106,6 +106,53 @@ class BrokerCollector(Collector):
             yield backlog
 
 
+class LedgerCollector(Collector):
+    """Totals the database already records (every LLM call is a row): read at scrape time, so
+    they are the same whichever process answers and survive restarts."""
+
+    def collect(self):
+        from django.db.models import Count, Sum
+
+        from .models import LLMCall
+
+        calls = CounterMetricFamily("kaizen_llm_calls", "LLM calls, by purpose and whether the answer was valid.",
+                                    labels=["purpose", "valid"])  # fmt: skip
+        tokens = CounterMetricFamily("kaizen_llm_tokens", "LLM tokens, by direction.", labels=["direction"])
+        cost = CounterMetricFamily("kaizen_llm_cost_usd", "Estimated LLM spend in US dollars.")
+        try:
+            rows = LLMCall.objects.values("purpose", "valid").annotate(
+                n=Count("id"), tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), cost=Sum("cost_usd")
+            )
+            totals = {"in": 0, "out": 0, "cost": 0.0}
+            for row in rows:
+                calls.add_metric([row["purpose"], str(row["valid"]).lower()], row["n"])
+                totals["in"] += row["tokens_in"] or 0
+                totals["out"] += row["tokens_out"] or 0
+                totals["cost"] += float(row["cost"] or 0)
+            tokens.add_metric(["in"], totals["in"])
+            tokens.add_metric(["out"], totals["out"])
+            cost.add_metric([], totals["cost"])
+        except Exception as exc:  # noqa: BLE001 - the scrape must still answer when the database is down
+            logger.warning("LLM totals unavailable", extra={"error": str(exc)})
+        yield from (calls, tokens, cost)
+        yield from self._false_positives()
+
+    def _false_positives(self):
+        from healing.admin_issues import NOT_A_PROBLEM
+        from healing.models import AuditEntry, Issue
+
+        ratio = GaugeMetricFamily(
+            "kaizen_false_positive_ratio", 'Share of issues the owner marked "not a problem" in the console.'
+        )
+        try:
+            marked = AuditEntry.objects.filter(action=NOT_A_PROBLEM).values("target").distinct().count()
+            total = Issue.objects.count()
+            ratio.add_metric([], marked / total if total else 0.0)
+        except Exception as exc:  # noqa: BLE001 - as above
+            logger.warning("false-positive ratio unavailable", extra={"error": str(exc)})
+        yield ratio
+
+
 @require_GET
 def metrics(request):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -113,9 +160,10 @@ def metrics(request):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    output = generate_latest(registry) + generate_latest(_broker_registry)
+    output = generate_latest(registry) + generate_latest(_scrape_time_registry)
     return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
 
 
-_broker_registry = CollectorRegistry()
-_broker_registry.register(BrokerCollector())
+_scrape_time_registry = CollectorRegistry()
+_scrape_time_registry.register(BrokerCollector())
+_scrape_time_registry.register(LedgerCollector())

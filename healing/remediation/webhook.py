@@ -25,8 +25,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import Field
 
-from ..changes import DELIVERY_HEADER, SIGNATURE_HEADER
 from ..models import Project, RemediationHook, RiskLevel
+from ..patch_executor import DELIVERY_HEADER, SIGNATURE_HEADER
 from .base import Action, Outcome, Params, RemediationContext, RemediationError, register
 from .json_schema import SchemaError, schema_parse, schema_problems
 

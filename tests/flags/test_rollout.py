@@ -18,8 +18,8 @@ from django.conf import settings as conf
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from flags import promotion, services, tasks
 from flags import rollout as engine
-from flags import services, tasks
 from flags.evaluate import bucket, flag_enabled, snapshot_forget
 from flags.models import Flag, FlagChange, FlagStatus, Override, PromotionPolicy, Rollout, RolloutStep
 from flags.rollout import Outcome, RolloutError, rollout_advance, rollout_start, rollouts_sweep
@@ -428,8 +428,8 @@ def test_risk_above_the_policy_waits_for_approval(start, issue):
     PromotionPolicy.objects.create(max_auto_exposure=100, max_auto_risk="medium")
     change = verified_change(issue=issue, plan=[{"action": "migrate_schema", "params": {"risk": "high"}}])
     rollout, t0 = start(change=change)
-    decision = engine.policy_check(rollout=rollout, to_phase="partial", now=t0)
-    assert decision == engine.PolicyDecision(
+    decision = promotion.policy_check(rollout=rollout, to_phase="partial", now=t0)
+    assert decision == promotion.PolicyDecision(
         allowed=False, reasons=("risk high is above medium, the highest promoted without approval",)
     )
     assert rollout_advance(rollout_id=rollout.pk, expected_phase="canary", now=t0 + CANARY) == "awaiting_approval"
@@ -437,7 +437,9 @@ def test_risk_above_the_policy_waits_for_approval(start, issue):
 
 def test_risk_comes_from_the_plan_or_the_patch_else_low():
     def risk(**fields):
-        return engine.change_risk(change=Change(plan=fields.get("plan", []), patch_summary=fields.get("summary", "")))
+        return promotion.change_risk(
+            change=Change(plan=fields.get("plan", []), patch_summary=fields.get("summary", ""))
+        )
 
     assert risk() == "low"
     assert risk(summary="Raise the timeout.\n\n**Risk:** medium\n") == "medium"
@@ -455,10 +457,10 @@ def test_llm_spend_over_the_daily_budget_waits_for_approval(start):
     PromotionPolicy.objects.create(max_auto_exposure=100, daily_llm_budget_usd=Decimal("1.00"))
     rollout, t0 = start()
     calls.objects.create(purpose="diagnosis", model="m", prompt_fingerprint="f", cost_usd=Decimal("0.60"))
-    assert engine.policy_check(rollout=rollout, to_phase="partial").allowed
+    assert promotion.policy_check(rollout=rollout, to_phase="partial").allowed
     calls.objects.create(purpose="diagnosis", model="m", prompt_fingerprint="f", cost_usd=Decimal("0.60"))
     calls.objects.create(purpose="diagnosis", model="m", prompt_fingerprint="f", cost_usd=None)  # unpriced
-    decision = engine.policy_check(rollout=rollout, to_phase="partial")
+    decision = promotion.policy_check(rollout=rollout, to_phase="partial")
     assert decision.reasons == ("today's LLM spend $1.20 is over the $1.00 daily budget",)
 
 

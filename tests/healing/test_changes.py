@@ -12,21 +12,20 @@ import responses
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from healing import changes
+from healing import changes, patch_executor
 from healing.changes import (
     TRANSITIONS,
     ChangeError,
     ChangeTransitionConflict,
     ChangeTransitionError,
     PatchSpec,
-    change_approve_patch,
     change_create,
     change_record_scorecard,
-    change_submit_patch,
     change_transition,
     change_update,
 )
 from healing.models import AuditEntry, Change, ChangeStatus, Component, PatchState, PromotionLogEntry
+from healing.patch_executor import change_approve_patch, change_submit_patch
 from tests.factories import IssueFactory
 
 pytestmark = pytest.mark.django_db
@@ -335,7 +334,7 @@ def test_patch_goes_to_the_executor_signed(executor, in_review):
         "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     )
     assert call.request.headers["Content-Type"] == "application/json"
-    assert call.request.req_kwargs["timeout"] == changes.EXECUTOR_TIMEOUT
+    assert call.request.req_kwargs["timeout"] == patch_executor.EXECUTOR_TIMEOUT
     sent = json.loads(body)
     assert sent["change"] == "KAIZ-001" and sent["patch"] == {"summary": "Longer", "diff": DIFF}
     assert sent["component"] == "checkout" and sent["flag_key"] == "fix-timeout"
@@ -397,7 +396,7 @@ def test_without_an_executor_the_patch_waits_for_the_owner(no_executor, in_revie
     change = change_submit_patch(change=in_review, actor="kaizen")
     assert len(no_executor.calls) == 0
     assert (change.status, change.patch_state) == (S.IN_REVIEW, PatchState.AWAITING_APPROVAL)
-    assert AuditEntry.objects.get(action="change.patch.wait").detail["why"] == changes.NOT_CONFIGURED
+    assert AuditEntry.objects.get(action="change.patch.wait").detail["why"] == patch_executor.NOT_CONFIGURED
 
     change = change_approve_patch(change=change, actor="owner")
     assert (change.patch_state, change.patch_approved_by) == (PatchState.APPROVED, "owner")

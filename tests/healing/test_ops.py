@@ -81,3 +81,36 @@ def test_demo_command_creates_the_project_once_and_prints_its_key(capsys):
     second = capsys.readouterr().out
     assert key.public_key in second and "secret key" not in second and "password" not in second
     assert Project.objects.count() == 1
+
+
+def test_metrics_total_llm_calls_from_the_call_log(client, db):
+    from decimal import Decimal
+
+    from kaizen_site.models import LLMCall
+
+    LLMCall.objects.create(purpose="diagnosis", model="m", prompt_fingerprint="f", tokens_in=100, tokens_out=20,
+                           cost_usd=Decimal("0.0010"), valid=True)  # fmt: skip
+    LLMCall.objects.create(
+        purpose="diagnosis", model="m", prompt_fingerprint="f", tokens_in=50, tokens_out=0, valid=False
+    )
+    text = client.get("/metrics").content.decode()
+    assert _metric(text, "kaizen_llm_calls_total", purpose="diagnosis", valid="true") == 1
+    assert _metric(text, "kaizen_llm_calls_total", purpose="diagnosis", valid="false") == 1
+    assert _metric(text, "kaizen_llm_tokens_total", direction="in") == 150
+    assert _metric(text, "kaizen_llm_cost_usd_total") == 0.001
+
+
+def test_the_owner_marking_false_positives_shows_in_metrics(admin_client, client, post_report, drain):
+    from healing.models import Issue
+
+    post_report({"type": "UX_CONFUSION", "message": "Rage clicks"})
+    post_report({"type": "SLOW_RESPONSE", "message": "Slow page"})
+    drain()
+    noise = Issue.objects.get(type="UX_CONFUSION")
+    response = admin_client.post(
+        "/admin/healing/issue/", {"action": "mark_not_a_problem", "_selected_action": [str(noise.pk)]}
+    )
+    assert response.status_code == 302
+    noise.refresh_from_db()
+    assert noise.stage == "resolved"
+    assert _metric(client.get("/metrics").content.decode(), "kaizen_false_positive_ratio") == 0.5

@@ -188,3 +188,124 @@ def test_a_redelivered_task_changes_nothing(sandbox):
     assert pipeline.issue_process(issue_id=str(issue.pk)) is False
     assert stages(issue) == before
     assert Change.objects.count() == 1
+
+
+def test_a_second_issue_with_the_same_fix_rides_the_running_rollout(sandbox):
+    first = report({**GENERATE, "fingerprint": ["generate-a"]})
+    second = report({**GENERATE, "fingerprint": ["generate-b"], "user": {"id": "bob"},
+                     "request": {**GENERATE["request"], "headers": {"X-Demo-User": "bob"}}})  # fmt: skip
+    assert (first.stage, second.stage) == (Stage.DEPLOYED, Stage.DEPLOYED)
+    assert Rollout.objects.count() == 1  # one flag, one rollout
+    assert demo_call("POST", "/demo/api/generate", user="bob", body={"prompt": "x"}).status_code == 200
+    finish_rollout()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.stage, second.stage) == (Stage.RESOLVED, Stage.RESOLVED)
+    assert set(Change.objects.values_list("status", flat=True)) == {ChangeStatus.COMPLETE}
+
+
+def test_p0_and_p1_incidents_get_a_draft_rca(sandbox):
+    from healing.models import RootCauseAnalysis
+
+    demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
+    resolved = report(
+        {
+            "type": "BILLING_ISSUE",
+            "message": "I paid for 100 credits but my balance still shows 0",
+            "user": {"id": "alice"},
+            "request": {
+                "method": "GET",
+                "path": "/demo/api/credits",
+                "headers": {"X-Demo-User": "alice"},
+                "status": 200,
+            },
+            "state": {"credits": 0, "pending": 100},
+        }
+    )
+    escalated = report({"type": "ERROR", "message": "Totally new kind of failure", "user": {"id": "bob"}})
+    drafts = {rca.issue_id: rca for rca in RootCauseAnalysis.objects.all()}
+    assert set(drafts) == {resolved.pk, escalated.pk}
+    assert drafts[resolved.pk].change == Change.objects.get(issue=resolved)
+    assert "## Root cause" in drafts[escalated.pk].draft
+
+
+def test_a_first_seen_problem_is_diagnosed_by_the_llm_and_the_next_one_by_the_learned_pattern(
+    sandbox, settings, monkeypatch
+):
+    from kaizen_site import llm
+    from kaizen_site.models import LLMCall
+    from tests.healing.test_diagnosis import FakeAPI, answer, message, ok
+
+    settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    settings.KAIZEN_LLM_MODEL = "claude-sonnet-5"
+    ErrorPattern.objects.update(enabled=False)  # nothing known: the first one needs the LLM
+    fix = [{"action": "flag_enable_for_user", "params": {"flag": demo.FLAG_GENERATE_RETRY}}]
+    api = FakeAPI(ok(message(answer(remediation_plan=fix, code_patch=None))))
+    monkeypatch.setattr(llm, "_shared_client", lambda key, timeout, retries: llm._build(
+        key=key, timeout=timeout, retries=retries, http_client=api.client))  # fmt: skip
+
+    first = report({**GENERATE, "fingerprint": ["first"]})
+    assert first.stage == Stage.DEPLOYED
+    assert Change.objects.get(issue=first).scorecard["verification"]["level"] == "llm"
+    assert LLMCall.objects.filter(purpose="diagnosis", valid=True).count() == 1
+    finish_rollout()
+    first.refresh_from_db()
+    assert first.stage == Stage.RESOLVED  # ...and learned
+
+    second = report({**GENERATE, "fingerprint": ["second"], "user": {"id": "carol"},
+                     "request": {**GENERATE["request"], "headers": {"X-Demo-User": "carol"}}})  # fmt: skip
+    assert second.stage == Stage.DEPLOYED
+    assert Change.objects.get(issue=second).scorecard["verification"]["level"] == "pattern"
+    assert LLMCall.objects.filter(purpose="diagnosis").count() == 1  # no second diagnosis call
+
+
+@pytest.mark.slow
+def test_a_real_worker_heals_the_issue_end_to_end(sandbox, settings):
+    """The report goes to the P1 queue on Redis; a real worker diagnoses, verifies against the
+    live sandbox and rolls the fix out (1-second phases) until the issue is resolved."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.healing.test_stream import _database_url
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
+        "DATABASE_URL": _database_url(),
+        "KAIZEN_DEMO": "1",
+        "KAIZEN_SANDBOX_MODE": "1",
+        "KAIZEN_SANDBOX_SECRET": settings.KAIZEN_SANDBOX_SECRET,
+        "KAIZEN_SANDBOX_URL": settings.KAIZEN_SANDBOX_URL,
+        "KAIZEN_ROLLOUT_CANARY_SECONDS": "1",
+        "KAIZEN_ROLLOUT_PARTIAL_SECONDS": "1",
+        "KAIZEN_ROLLOUT_FULL_SECONDS": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "kaizen_site", "worker", "-Q", "P0,P1,P2,P3,ops", "-c", "1", "-P", "solo",
+         "--loglevel", "WARNING"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        key = Project.objects.get(slug="demo").keys.get().public_key
+        response = Client().post(
+            "/api/v1/issues", data=orjson.dumps(GENERATE), content_type="application/json", HTTP_X_KAIZEN_KEY=key
+        )
+        issue_id = response.json()["issue_id"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            stage = Issue.objects.filter(pk=issue_id).values_list("stage", flat=True).first()
+            if stage in (Stage.RESOLVED, Stage.ABORTED, Stage.ESCALATED):
+                break
+            time.sleep(0.3)
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    issue = Issue.objects.get(pk=issue_id)
+    assert issue.stage == Stage.RESOLVED, stages(issue)
+    assert stages(issue)[:6] == ["detected", "diagnosing", "root_cause_found", "fixing", "verifying", "deployed"]
+    assert Change.objects.get(issue=issue).status == ChangeStatus.COMPLETE
+    assert demo_call("POST", "/demo/api/generate", user="zoe", body={"prompt": "x"}).status_code == 200

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from healing import canary_sim, changes
+from healing import canary_sim, changes, components, patch_executor
 from healing.models import Change, ChangeStatus, Component, Issue, Severity
 
 TITLE_WIDTH = 60
@@ -192,7 +192,7 @@ class Command(BaseCommand):
             patch = f"{c.patch_summary or '(no summary)'}\n({len(c.patch_diff.splitlines())} lines of diff)"
             patch_state = c.get_patch_state_display()
             if c.patch_state == "awaiting_approval":
-                patch_state = changes.NOT_CONFIGURED
+                patch_state = patch_executor.NOT_CONFIGURED
             patch += f"\nstate: {patch_state}" + (f", build {c.patch_build_id}" if c.patch_build_id else "")
             patch += f"\nerror: {c.patch_error}" if c.patch_error else ""
         self.out(f"{c.key}  {c.title}")
@@ -251,8 +251,8 @@ class Command(BaseCommand):
                 "slo": dict(_slo_pair(pair) for pair in options["slo"]),
                 "rollback_plan": options["rollback_plan"],
             }
-            spec = changes.component_spec_parse(data, source="component add")
-            component = changes.component_create(spec=spec, actor=options["actor"])
+            spec = components.component_spec_parse(data, source="component add")
+            component = components.component_create(spec=spec, actor=options["actor"])
             self.out(f"Component {component.id} added.")
             return
         c = self._component(options["id"])
@@ -277,7 +277,7 @@ class Command(BaseCommand):
             files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
             if not files:
                 raise CommandError(f"No .yaml or .yml files in {folder}.")
-            loaded = changes.components_load(paths=files, actor=actor)
+            loaded = components.components_load(paths=files, actor=actor)
             self.out(f"Loaded {len(loaded)} component{'s' if len(loaded) != 1 else ''} from {len(files)} file(s).")
         rows = [
             (c.id, c.name, c.tier, c.owner or "—", ", ".join(f"{k}={v:g}" for k, v in sorted(c.slo.items())) or "—")
