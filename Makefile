@@ -16,6 +16,10 @@ $(VENV)/.installed: requirements.txt
 run: export DEBUG ?= 1
 run: export KAIZEN_DEMO ?= 1
 run: export KAIZEN_SANDBOX_MODE ?= 1
+# Short rollout phases, so a demo fix goes canary → 10 % → 100 % in a couple of minutes.
+run: export KAIZEN_ROLLOUT_CANARY_SECONDS ?= 30
+run: export KAIZEN_ROLLOUT_PARTIAL_SECONDS ?= 30
+run: export KAIZEN_ROLLOUT_FULL_SECONDS ?= 30
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0

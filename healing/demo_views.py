@@ -52,6 +52,19 @@ def _demo_only(view):
     return wrapper
 
 
+def _logged_in(view):
+    """Answers 401 without a user; the view gets the user's name."""
+
+    def wrapper(request, *args, **kwargs):
+        user = _user(request)
+        if user is None:
+            return _error(401, "not_logged_in", "Log in first.")
+        return view(request, user, *args, **kwargs)
+
+    wrapper.__name__ = view.__name__
+    return wrapper
+
+
 def _guarded(view):
     """Demo only; a refused verification probe is a 403, never a silent pass or a 500."""
 
@@ -102,10 +115,8 @@ def me(request: HttpRequest):
 
 @_guarded
 @require_POST
-def generate(request: HttpRequest):
-    user = _user(request)
-    if user is None:
-        return _error(401, "not_logged_in", "Log in first.")
+@_logged_in
+def generate(request: HttpRequest, user: str):
     prompt = str(_body(request).get("prompt", ""))[:500]
     retry = demo.fix_enabled(request=request, flag_key=demo.FLAG_GENERATE_RETRY, user_id=user)
     outcome = demo.generate(prompt=prompt, retry=retry)
@@ -117,10 +128,8 @@ def generate(request: HttpRequest):
 
 @_guarded
 @require_POST
-def purchase(request: HttpRequest):
-    user = _user(request)
-    if user is None:
-        return _error(401, "not_logged_in", "Log in first.")
+@_logged_in
+def purchase(request: HttpRequest, user: str):
     credits = _body(request).get("credits", 100)
     if not isinstance(credits, int) or not 1 <= credits <= 10_000:
         return _error(400, "invalid_credits", "Buy between 1 and 10,000 credits.")
@@ -130,10 +139,8 @@ def purchase(request: HttpRequest):
 
 @_guarded
 @require_GET
-def credits(request: HttpRequest):
-    user = _user(request)
-    if user is None:
-        return _error(401, "not_logged_in", "Log in first.")
+@_logged_in
+def credits(request: HttpRequest, user: str):
     return JsonResponse(demo.account(user_id=user))
 
 

@@ -1,6 +1,7 @@
 """Tenants, their keys, and the problem reports they send (grouped into Issues)."""
 
 import hashlib
+import re
 import secrets
 import uuid
 
@@ -83,6 +84,15 @@ class Project(models.Model):
             )
 
 
+def regexes_check(instance: models.Model, fields: tuple[str, ...]) -> None:
+    """The rules and patterns the owner edits hold regular expressions: refuse one that does not compile."""
+    for field in fields:
+        try:
+            re.compile(getattr(instance, field))
+        except re.error as exc:
+            raise ValidationError({field: f"Not a valid regular expression: {exc}"}) from exc
+
+
 def _is_origin(value: str) -> bool:
     """What a browser sends as Origin: scheme://host[:port], nothing after it."""
     from urllib.parse import urlsplit
@@ -145,13 +155,7 @@ class ClassificationRule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        import re
-
-        for field in ("message_regex", "route_regex", "exception_regex"):
-            try:
-                re.compile(getattr(self, field))
-            except re.error as exc:
-                raise ValidationError({field: f"Not a valid regular expression: {exc}"}) from exc
+        regexes_check(self, ("message_regex", "route_regex", "exception_regex"))
         if self.status_min is not None and self.status_max is not None and self.status_min > self.status_max:
             raise ValidationError({"status_max": "Must not be below the lowest status."})
 
@@ -467,13 +471,7 @@ class ErrorPattern(models.Model):
         return self.name
 
     def clean(self) -> None:
-        import re
-
-        for field in ("message_regex", "route_regex", "exception_regex"):
-            try:
-                re.compile(getattr(self, field))
-            except re.error as exc:
-                raise ValidationError({field: f"Not a valid regular expression: {exc}"}) from exc
+        regexes_check(self, ("message_regex", "route_regex", "exception_regex"))
         conditions = (self.match_type, self.message_regex, self.route_regex, self.exception_regex)
         if not any(conditions) and not self.fingerprint and not self.example_text.strip():
             raise ValidationError("Give at least one condition, a fingerprint or an example text.")

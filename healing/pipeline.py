@@ -128,7 +128,12 @@ def issue_heal(*, issue: Issue) -> bool:
         return True
     _move(issue, expected=Stage.DIAGNOSING, to=Stage.ROOT_CAUSE_FOUND, detail=diagnosis["root_cause"],
           message=diagnosis["user_message"] or USER_MESSAGES[Stage.ROOT_CAUSE_FOUND])  # fmt: skip
-    change_fix(issue=issue, occurrence=occurrence, diagnosis=diagnosis)
+    try:
+        change_fix(issue=issue, occurrence=occurrence, diagnosis=diagnosis)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the issue must not sit half-fixed unseen
+        logger.exception("automatic fix failed", extra={"issue": str(issue.pk)})
+        busy = (Stage.ROOT_CAUSE_FOUND, Stage.FIXING, Stage.VERIFYING)
+        issue_escalate(issue=issue, expected=busy, why=f"The automatic fix failed: {type(exc).__name__}: {exc}")
     return True
 
 

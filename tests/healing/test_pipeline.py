@@ -92,6 +92,15 @@ GENERATE = {
 }
 
 
+CREDITS = {
+    "type": "BILLING_ISSUE",
+    "message": "I paid for 100 credits but my balance still shows 0",
+    "user": {"id": "alice"},
+    "request": {"method": "GET", "path": "/demo/api/credits", "headers": {"X-Demo-User": "alice"}, "status": 200},
+    "state": {"credits": 0, "pending": 100},
+}
+
+
 def test_generate_silent_failure_is_fixed_for_the_user_then_everyone(sandbox):
     assert demo_call("POST", "/demo/api/generate", user="alice", body={"prompt": "a cat"}).status_code == 202
     issue = report(GENERATE)
@@ -116,20 +125,7 @@ def test_generate_silent_failure_is_fixed_for_the_user_then_everyone(sandbox):
 
 def test_paid_credits_are_resynced_through_the_owner_webhook(sandbox):
     demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
-    issue = report(
-        {
-            "type": "BILLING_ISSUE",
-            "message": "I paid for 100 credits but my balance still shows 0",
-            "user": {"id": "alice"},
-            "request": {
-                "method": "GET",
-                "path": "/demo/api/credits",
-                "headers": {"X-Demo-User": "alice"},
-                "status": 200,
-            },
-            "state": {"credits": 0, "pending": 100},
-        }
-    )
+    issue = report(CREDITS)
     assert issue.stage == Stage.RESOLVED  # no flag to roll out: the webhook fixed it for the user
     run = RemediationRun.objects.get(action="webhook_call")
     assert run.outcome == "ok"
@@ -208,20 +204,7 @@ def test_p0_and_p1_incidents_get_a_draft_rca(sandbox):
     from healing.models import RootCauseAnalysis
 
     demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
-    resolved = report(
-        {
-            "type": "BILLING_ISSUE",
-            "message": "I paid for 100 credits but my balance still shows 0",
-            "user": {"id": "alice"},
-            "request": {
-                "method": "GET",
-                "path": "/demo/api/credits",
-                "headers": {"X-Demo-User": "alice"},
-                "status": 200,
-            },
-            "state": {"credits": 0, "pending": 100},
-        }
-    )
+    resolved = report(CREDITS)
     escalated = report({"type": "ERROR", "message": "Totally new kind of failure", "user": {"id": "bob"}})
     drafts = {rca.issue_id: rca for rca in RootCauseAnalysis.objects.all()}
     assert set(drafts) == {resolved.pk, escalated.pk}

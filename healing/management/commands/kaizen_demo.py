@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from flags.models import Flag
+from flags.models import Flag, PromotionPolicy
 from flags.services import flag_create
 from healing.demo import DEMO_FLAGS, HOOK_RESYNC_CREDITS, hook_secret
 from healing.models import Project, RemediationHook
@@ -49,6 +49,18 @@ class Command(BaseCommand):
                 "description": "Demo: ask the payment provider again and apply the user's pending credits.",
                 "url": settings.KAIZEN_SANDBOX_URL.rstrip("/") + "/demo/hooks/resync-credits",
                 "secret": hook_secret(),
+            },
+        )
+
+        # The demo lets Kaizen take a verified fix to everyone on its own, at any hour, so a person
+        # can watch an issue go all the way to resolved; a real project starts from the stricter default.
+        PromotionPolicy.objects.get_or_create(
+            project=project,
+            defaults={
+                "max_auto_exposure": 100,
+                "blocked_from_hour": None,
+                "blocked_to_hour": None,
+                "updated_by": "kaizen",
             },
         )
 
