@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.html import format_html_join
 
+from healing.admin_common import ReadOnlyMixin
 from healing.audit import audit_record
 
 from . import rollout as rollouts
@@ -52,19 +53,13 @@ class OverrideInline(admin.TabularInline):
     extra = 0
 
 
-class FlagChangeInline(admin.TabularInline):
+class FlagChangeInline(ReadOnlyMixin, admin.TabularInline):
     model = FlagChange
     fields = ["created_at", "actor", "action", "before", "after", "why"]
     readonly_fields = fields
     extra = 0
     can_delete = False
     verbose_name_plural = "history"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Flag)
@@ -148,7 +143,7 @@ class FlagAdmin(admin.ModelAdmin):
 
 
 @admin.register(FlagChange)
-class FlagChangeAdmin(admin.ModelAdmin):
+class FlagChangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Every project's flag history in one place; append-only."""
 
     list_display = ["created_at", "flag", "action", "actor", "why"]
@@ -157,32 +152,17 @@ class FlagChangeAdmin(admin.ModelAdmin):
     search_fields = ["flag__key", "actor", "why"]
     readonly_fields = ["flag", "actor", "action", "before", "after", "why", "created_at"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 # --- Rollouts and the promotion policy ---------------------------------------------------------
 
 
-class RolloutStepInline(admin.TabularInline):
+class RolloutStepInline(ReadOnlyMixin, admin.TabularInline):
     model = RolloutStep
     fields = ["at", "from_phase", "to_phase", "outcome", "actor", "why", "metrics"]
     readonly_fields = fields
     extra = 0
     can_delete = False
     verbose_name_plural = "steps"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class RolloutActionForm(helpers.ActionForm):

@@ -15,10 +15,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from .admin_common import ReadOnlyMixin, form_changes, request_actor
-from .audit import audit_record
+from .audit import NOT_A_PROBLEM, audit_record
 from .models import Issue, IssueEvent, Occurrence, Stage
-
-NOT_A_PROBLEM = "issue.not_a_problem"
 
 OCCURRENCES_SHOWN = 50  # on an issue's page; the full list is in the occurrence admin
 RECENT_ENVIRONMENTS_SCANNED = 10_000
@@ -124,7 +122,6 @@ class IssueAdmin(admin.ModelAdmin):
                 IssueEvent.objects.create(
                     issue=issue, stage=Stage.RESOLVED, message="", detail=f"Not a problem: {actor}"
                 )
-            # The false-positive rate in /metrics counts these.
             audit_record(actor=actor, action=NOT_A_PROBLEM, target=f"issue:{issue.pk}", detail={"closed": bool(closed)})
         self.message_user(request, f"{queryset.count()} issue(s) marked as not a problem.")
 

@@ -68,7 +68,8 @@ def _text_of(report: Mapping[str, Any]) -> str:
     return " ".join(filter(None, (report.get("message"), report.get("description"), exception.get("value"))))
 
 
-def _compile(pattern: str) -> re.Pattern | None:
+def regex_compile(pattern: str) -> re.Pattern | None:
+    """An owner-written condition: case-insensitive; empty means "no condition"."""
     return re.compile(pattern, re.IGNORECASE) if pattern else None
 
 
@@ -77,9 +78,9 @@ def compile_rule(rule: ClassificationRule) -> CompiledRule:
         id=rule.id,
         project_id=rule.project_id,
         match_type=rule.match_type,
-        message=_compile(rule.message_regex),
-        route=_compile(rule.route_regex),
-        exception=_compile(rule.exception_regex),
+        message=regex_compile(rule.message_regex),
+        route=regex_compile(rule.route_regex),
+        exception=regex_compile(rule.exception_regex),
         status_min=rule.status_min,
         status_max=rule.status_max,
         result_type=rule.result_type,

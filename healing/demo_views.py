@@ -131,7 +131,7 @@ def generate(request: HttpRequest, user: str):
 @_logged_in
 def purchase(request: HttpRequest, user: str):
     credits = _body(request).get("credits", 100)
-    if not isinstance(credits, int) or not 1 <= credits <= 10_000:
+    if isinstance(credits, bool) or not isinstance(credits, int) or not 1 <= credits <= 10_000:
         return _error(400, "invalid_credits", "Buy between 1 and 10,000 credits.")
     state = demo.purchase(user_id=user, credits=credits)
     return JsonResponse({"charged": credits, **state})

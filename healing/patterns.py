@@ -30,6 +30,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .audit import AUTOMATIC, audit_record
+from .classify import regex_compile
 from .fingerprint import normalize
 from .models import ErrorPattern, Incident, IncidentOutcome, Issue, Occurrence
 
@@ -123,10 +124,6 @@ class Library:
     index: TextIndex
 
 
-def _compile(pattern: str) -> re.Pattern | None:
-    return re.compile(pattern, re.IGNORECASE) if pattern else None
-
-
 def _example_lines(text: str) -> list[str]:
     return [normalize(line) for line in text.splitlines() if line.strip()]
 
@@ -153,9 +150,9 @@ def library_build(patterns: Iterable[ErrorPattern]) -> Library:
             name=p.name,
             project_id=p.project_id,
             match_type=p.match_type,
-            exception=_compile(p.exception_regex),
-            message=_compile(p.message_regex),
-            route=_compile(p.route_regex),
+            exception=regex_compile(p.exception_regex),
+            message=regex_compile(p.message_regex),
+            route=regex_compile(p.route_regex),
             fingerprint=p.fingerprint,
             examples=tuple(index.vector(text) for text in examples[p.pk]),
             threshold=p.confidence_threshold,

@@ -4,11 +4,13 @@ from django.conf import settings
 from django.contrib import admin
 from django.db.models import Sum
 
+from healing.admin_common import ReadOnlyMixin
+
 from .models import LLMCall
 
 
 @admin.register(LLMCall)
-class LLMCallAdmin(admin.ModelAdmin):
+class LLMCallAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "purpose",
@@ -23,15 +25,6 @@ class LLMCallAdmin(admin.ModelAdmin):
     list_filter = ("purpose", "model", "valid")
     search_fields = ("issue_id", "request_id", "error")
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         if not settings.ANTHROPIC_API_KEY:

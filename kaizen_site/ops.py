@@ -36,7 +36,7 @@ def _check_broker() -> dict:
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
-        return {"transport": conn.transport_cls if isinstance(conn.transport_cls, str) else conn.transport.driver_name}
+        return {"transport": conn.transport.driver_name}
 
 
 def _check_redis() -> dict:
@@ -138,7 +138,7 @@ class LedgerCollector(Collector):
         yield from self._false_positives()
 
     def _false_positives(self):
-        from healing.admin_issues import NOT_A_PROBLEM
+        from healing.audit import NOT_A_PROBLEM
         from healing.models import AuditEntry, Issue
 
         ratio = GaugeMetricFamily(

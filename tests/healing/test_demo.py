@@ -5,21 +5,11 @@ import hmac
 
 import orjson
 import pytest
-from django.core.management import call_command
 
 from flags.models import Flag
 from flags.probes import probe_sign
 from flags.services import override_set
 from healing import demo
-
-
-@pytest.fixture
-def demo_on(settings, db):
-    settings.KAIZEN_DEMO = True
-    settings.KAIZEN_SANDBOX_MODE = True
-    settings.KAIZEN_SANDBOX_SECRET = "sandbox-secret"
-    call_command("kaizen_demo", stdout=open("/dev/null", "w"))
-    return settings
 
 
 def api(client, method, path, *, user=None, body=None, **headers):
@@ -113,6 +103,7 @@ def test_a_signed_probe_forces_the_fix_for_verification_only(client, demo_on, se
         ("/demo/api/login", {"user": "no spaces allowed"}, "invalid_user"),
         ("/demo/api/purchase", {"credits": -5}, "invalid_credits"),
         ("/demo/api/purchase", {"credits": "100"}, "invalid_credits"),
+        ("/demo/api/purchase", {"credits": True}, "invalid_credits"),
     ],
 )
 def test_bad_input_is_a_clear_400(client, demo_on, path, body, error):

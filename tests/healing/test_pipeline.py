@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import orjson
 import pytest
-from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -29,20 +28,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def sandbox(live_server, settings):
+def sandbox(sandbox, settings):
+    """The shared sandbox, plus direct ingest and 1-second rollout phases."""
     settings.KAIZEN_INGEST_MODE = "direct"
-    settings.KAIZEN_DEMO = True
-    settings.KAIZEN_SANDBOX_MODE = True
-    settings.KAIZEN_SANDBOX_SECRET = "sandbox-secret"
-    settings.KAIZEN_SANDBOX_URL = live_server.url
     settings.KAIZEN_ROLLOUT_CANARY_SECONDS = settings.KAIZEN_ROLLOUT_PARTIAL_SECONDS = 1
     settings.KAIZEN_ROLLOUT_FULL_SECONDS = 1
-    call_command("kaizen_demo", stdout=open("/dev/null", "w"))
     # Promotions with no human at any hour and exposure, so the test does not depend on the clock.
     PromotionPolicy.objects.update_or_create(
         project=None, defaults={"max_auto_exposure": 100, "blocked_from_hour": None, "blocked_to_hour": None}
     )
-    return live_server
+    return sandbox
 
 
 def demo_call(method, path, *, user, body=None, **headers):

@@ -1,8 +1,5 @@
 """Verification replays the captured failing request against the live sandbox (the demo)."""
 
-import pytest
-from django.core.management import call_command
-
 from healing import demo, verify
 
 GENERATE_REPORT = {
@@ -17,16 +14,6 @@ GENERATE_REPORT = {
         "status": 202,
     },
 }
-
-
-@pytest.fixture
-def sandbox(live_server, settings):
-    settings.KAIZEN_DEMO = True
-    settings.KAIZEN_SANDBOX_MODE = True
-    settings.KAIZEN_SANDBOX_SECRET = "sandbox-secret"
-    settings.KAIZEN_SANDBOX_URL = live_server.url
-    call_command("kaizen_demo", stdout=open("/dev/null", "w"))
-    return live_server
 
 
 def run(report, *, flag_key, new_occurrences=0):
