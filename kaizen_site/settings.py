@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ works offline
     "corsheaders",
     "django_celery_beat",
     "healing",
@@ -158,6 +159,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # 3.1: the pydantic request models use JSON Schema's `null` type, which 3.0 cannot express.
     "OAS_VERSION": "3.1.0",
+    # Swagger UI from the pinned drf-spectacular-sidecar package, not a CDN's @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # CORS is decided per project (its allowed origins) by healing.cors; nothing is open globally.
