@@ -234,11 +234,16 @@ KAIZEN_MAX_ENVELOPE_BYTES = int(os.environ.get("KAIZEN_MAX_ENVELOPE_BYTES", str(
 # How long a process trusts its cached key → project look-up; a revoked key stops working after this.
 KAIZEN_KEY_CACHE_SECONDS = float(os.environ.get("KAIZEN_KEY_CACHE_SECONDS", "5"))
 KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE", "1000"))
+# The one address this service is reached at: what `make run` and `kaizen_demo` print, the port
+# `make run` serves on, the demo project's allowed browser origins, and where verification replays
+# unless KAIZEN_SANDBOX_URL says otherwise. Not derived from PORT: honcho hands each process a
+# PORT of its own (5000, 5100, ...), so every process would disagree.
+KAIZEN_PUBLIC_URL = runtime.public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))
 # The demo product at /demo/ (three real bugs for the healing loop), and where verification replays
 # failing requests: the sandbox deployment of the owner's product (the demo, locally).
 KAIZEN_DEMO = env_bool("KAIZEN_DEMO")
 KAIZEN_DEMO_HOOK_SECRET = os.environ.get("KAIZEN_DEMO_HOOK_SECRET", "")
-KAIZEN_SANDBOX_URL = os.environ.get("KAIZEN_SANDBOX_URL", "http://127.0.0.1:8000")
+KAIZEN_SANDBOX_URL = (os.environ.get("KAIZEN_SANDBOX_URL") or KAIZEN_PUBLIC_URL).rstrip("/")
 # What the remediation actions may touch: cache key prefixes `cache_clear` may delete, and
 # the owner's idempotent Celery tasks `celery_task_retry` may re-send ({"task.name": ["queue", ...]}).
 KAIZEN_REMEDIATION_CACHE_PREFIXES = env_list("KAIZEN_REMEDIATION_CACHE_PREFIXES")
