@@ -185,3 +185,8 @@ def test_the_demo_pages_own_report_is_accepted_from_the_page(client, settings, d
         assert list(stored.values_list("event_id", flat=True)) == [uuid.UUID(response.json()["event_id"])]
     else:
         assert response.json()["error"] == "origin_not_allowed" and not stored.exists()
+
+
+def test_the_printed_address_itself_opens_the_console(client, db):
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/admin/"
