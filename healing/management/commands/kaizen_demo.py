@@ -14,30 +14,11 @@ from django.db import transaction
 
 from flags.models import Flag, PromotionPolicy
 from flags.services import flag_create
-from healing.audit import AUTOMATIC, audit_record
+from healing.audit import AUTOMATIC
 from healing.demo import DEMO_FLAGS, HOOK_RESYNC_CREDITS, hook_secret
 from healing.models import Project, RemediationHook
-from healing.projects import key_issue, project_create
+from healing.projects import key_issue, project_create, project_origins_add
 from kaizen_site.runtime import public_origins
-
-
-def demo_origins_ensure(*, project: Project, origins: list[str]) -> list[str]:
-    """Add the origins the demo page is served from to the project's allowed origins (keeping
-    any the owner added), so the page's own reports are accepted after KAIZEN_PUBLIC_URL moves.
-    Returns the origins added; an addition is audited."""
-    missing = [origin for origin in origins if origin not in project.allowed_origins]
-    if missing:
-        before = list(project.allowed_origins)
-        project.allowed_origins = [*before, *missing]
-        project.full_clean()
-        project.save(update_fields=["allowed_origins"])
-        audit_record(
-            actor=AUTOMATIC,
-            action="project.update",
-            target=f"project:{project.slug}",
-            detail={"before": {"allowed_origins": before}, "after": {"allowed_origins": project.allowed_origins}},
-        )
-    return missing
 
 
 def sentry_dsn(*, public_url: str, public_key: str, project_id: int) -> str:
@@ -58,7 +39,8 @@ class Command(BaseCommand):
             project, issued = project_create(slug="demo", name="Demo product", allowed_origins=origins, actor=AUTOMATIC)
             key, secret = issued.key, issued.secret
         else:
-            demo_origins_ensure(project=project, origins=origins)
+            # KAIZEN_PUBLIC_URL may have moved since the project was made: the page must still report.
+            project_origins_add(project=project, origins=origins, actor=AUTOMATIC)
             key = project.keys.filter(is_active=True).order_by("-created_at").first()
             if key is None:
                 issued = key_issue(project=project)
