@@ -183,6 +183,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # The exchange tables too: kombu's default is ./control, a folder in whatever the working directory is.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     # Redis redelivers an unacked message after visibility_timeout; it must exceed the longest
