@@ -190,3 +190,17 @@ def test_the_demo_pages_own_report_is_accepted_from_the_page(client, settings, d
 def test_the_printed_address_itself_opens_the_console(client, db):
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
+def test_every_local_address_in_the_readme_is_the_public_url_default():
+    """The README shows the addresses `make run` serves: they are KAIZEN_PUBLIC_URL's default,
+    except where a line shows how to set it."""
+    readme = (BASE_DIR / "README.md").read_text(encoding="utf-8")
+    shown = [
+        (line, url)
+        for line in readme.splitlines()
+        if "KAIZEN_PUBLIC_URL=" not in line
+        for url in re.findall(r"https?://(?:127\.0\.0\.1|localhost)(?::\d+)?", line)
+    ]
+    assert len(shown) >= 5
+    assert [line for line, url in shown if url != runtime.DEFAULT_PUBLIC_URL] == []
