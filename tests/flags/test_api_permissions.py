@@ -9,8 +9,10 @@ import orjson
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
+from django.urls import URLResolver, get_resolver
 
 from flags.api import FlagDetailView, FlagKillView
+from flags.authentication import IsProjectOwner
 from flags.models import Flag, FlagChange
 from healing.models import AuditEntry
 
@@ -44,8 +46,32 @@ def _state(flag: Flag) -> tuple:
     return flag.enabled, flag.rollout_percentage, flag.killed, flag.updated_at
 
 
-def test_every_owner_write_names_the_permissions_it_needs():
-    """A write method added to an owner view without naming its permission is refused to all."""
+def _owner_views() -> list[type]:
+    """Every view behind IsProjectOwner that the URLconf routes to."""
+    found, pending = [], list(get_resolver().url_patterns)
+    while pending:
+        entry = pending.pop()
+        if isinstance(entry, URLResolver):
+            pending.extend(entry.url_patterns)
+            continue
+        view = getattr(entry.callback, "view_class", None)
+        if view is not None and IsProjectOwner in getattr(view, "permission_classes", []):
+            found.append(view)
+    return found
+
+
+def test_every_owner_api_write_names_existing_console_permissions():
+    """The audit: each write method of each owner view asks for real model permissions. (A method
+    a view does not name is refused to everyone, so a forgotten one fails closed.)"""
+    views = _owner_views()
+    assert set(views) == {FlagDetailView, FlagKillView}
+    for view in views:
+        writes = {m.upper() for m in ("post", "put", "patch", "delete") if hasattr(view, m)}
+        assert writes and writes == set(view.owner_permissions), view
+        for perms in view.owner_permissions.values():
+            for perm in perms:
+                app_label, codename = perm.split(".")
+                assert Permission.objects.filter(content_type__app_label=app_label, codename=codename).exists(), perm
     assert FlagDetailView.owner_permissions == {"PATCH": ["flags.change_flag"]}
     assert FlagKillView.owner_permissions == {"POST": ["flags.change_flag"]}
 
