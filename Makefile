@@ -11,8 +11,11 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-# Migrations, the demo project (its key is printed), then web + ingest consumer + both worker
-# groups + beat under honcho. Ctrl-C stops them all.
+# Migrations, the demo project (its key and addresses are printed), then web + ingest consumer +
+# both worker groups + beat under honcho. Ctrl-C stops them all.
+# Everything is served at KAIZEN_PUBLIC_URL (default http://127.0.0.1:8000): honcho is started at
+# that URL's port, which it hands to the Procfile's first process, gunicorn, as PORT (left alone,
+# honcho would hand it 5000 and nothing would answer at the address printed).
 run: export DEBUG ?= 1
 run: export KAIZEN_DEMO ?= 1
 run: export KAIZEN_SANDBOX_MODE ?= 1
@@ -25,7 +28,8 @@ run: $(VENV)/.installed
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py kaizen_demo
 	rm -rf $(PROM_DIR) && mkdir -p $(PROM_DIR)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PROMETHEUS_MULTIPROC_DIR=$(PROM_DIR) $(VENV)/bin/honcho start -f Procfile
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PROMETHEUS_MULTIPROC_DIR=$(PROM_DIR) \
+	  $(VENV)/bin/honcho start -f Procfile --port "$$($(PY) -m kaizen_site.runtime)"
 
 # The suite against the machine's PostgreSQL and Redis (see kaizen_site/test_settings.py).
 test: $(VENV)/.installed

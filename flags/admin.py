@@ -127,14 +127,15 @@ class FlagAdmin(admin.ModelAdmin):
                 expires_at=override.expires_at,
             )
 
-    @admin.action(description="Emergency kill switch: turn the selected flags off for everyone")
+    # Killing or reviving changes the flag: the same `flags.change_flag` the owner API asks for.
+    @admin.action(description="Emergency kill switch: turn the selected flags off for everyone", permissions=["change"])
     def kill_switch(self, request, queryset):
         actor = request.user.get_username()
         for flag in queryset:
             services.flag_kill(flag=flag, actor=actor, why="Emergency kill switch in the console.")
         self.message_user(request, f"Killed {queryset.count()} flag(s).", messages.WARNING)
 
-    @admin.action(description="Release the kill switch on the selected flags")
+    @admin.action(description="Release the kill switch on the selected flags", permissions=["change"])
     def revive(self, request, queryset):
         actor = request.user.get_username()
         for flag in queryset:

@@ -38,7 +38,12 @@ PROBE_PARAM = OpenApiParameter(
     location=OpenApiParameter.HEADER,
     description="Sandbox only: `<flag>:<user>:<unix ts>:<hex HMAC-SHA256>` forces that flag on for that user.",
 )
-OWNER_DOC = " Owner only: the project's secret key as `Authorization: Bearer <secret>` (or a staff session)."
+OWNER_DOC = (
+    " Owner only: the project's secret key as `Authorization: Bearer <secret>`, or a console session"
+    " holding the `flags.change_flag` permission."
+)
+# What a console session needs, per method: the permission the console itself asks for the same change.
+CHANGE_FLAG = ["flags.change_flag"]
 
 
 class UnknownFlagError(APIException):
@@ -141,6 +146,8 @@ class OwnerFlagView(FlagsView):
 
 
 class FlagDetailView(OwnerFlagView):
+    owner_permissions = {"PATCH": CHANGE_FLAG}
+
     @extend_schema(
         operation_id="flag_update",
         summary="Change a flag",
@@ -161,6 +168,8 @@ class FlagDetailView(OwnerFlagView):
 
 
 class FlagKillView(OwnerFlagView):
+    owner_permissions = {"POST": CHANGE_FLAG}
+
     @extend_schema(
         operation_id="flag_kill",
         summary="Kill switch",

@@ -1,17 +1,23 @@
-"""Who may change a project's flags over the API: its owner.
+"""Who may change a project's flags over the API: its owner, or a console user allowed to.
 
 The owner proves it with the project's secret key (`Authorization: Bearer <secret>`) next to the
-public key that names the project, or with a staff session in the console. The public key
-alone — it ships in every browser — may only read.
+public key that names the project. A staff session in the console is held to the same model
+permissions the console checks (`flags.change_flag` to edit or kill a flag): being staff only
+opens the console's door. The public key alone — it ships in every browser — may only read.
 """
 
 import hmac
+import logging
+from collections.abc import Mapping, Sequence
 
 from django.contrib.auth import get_user
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 
 from healing.models import ProjectKey, hash_secret
+
+logger = logging.getLogger("kaizen.api")
 
 _NO_HASH = "0" * 64  # compared against when the key has no stored hash, so timing says nothing
 
@@ -30,9 +36,12 @@ def owner_secret_valid(*, public_key: str, secret: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored or _NO_HASH) and stored is not None
 
 
-def request_owner(request) -> str | None:
-    """The actor name of the project's owner making `request` (DRF, already key-authenticated),
-    or None. A staff session must pass Django's CSRF check: it is a browser."""
+def request_owner(request, *, permissions: Sequence[str]) -> str | None:
+    """The actor name of whoever may make `request` (DRF, already key-authenticated), or None.
+
+    The project's secret key is its owner and may do anything to the project. A staff session
+    must hold every one of `permissions` (Django's `app_label.codename`) and pass Django's CSRF
+    check: it is a browser. Raises PermissionDenied naming what a staff user lacks."""
     secret = _bearer(request)
     if secret is not None:
         public_key = request.META.get("HTTP_X_KAIZEN_KEY") or request.query_params.get("key", "")
@@ -41,16 +50,30 @@ def request_owner(request) -> str | None:
         return None
     # The session's user, read afresh: DRF replaced request.user with the key authentication's.
     user = get_user(request._request)
-    if user.is_authenticated and user.is_active and user.is_staff:
-        SessionAuthentication().enforce_csrf(request)
-        return user.get_username()
-    return None
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return None
+    SessionAuthentication().enforce_csrf(request)
+    missing = sorted(perm for perm in permissions if not user.has_perm(perm))
+    if missing:
+        logger.warning(
+            "console user lacks a permission for an owner API",
+            extra={"user": user.get_username(), "missing": missing, "path": request.path, "method": request.method},
+        )
+        raise PermissionDenied(f"Your console account lacks the permission {', '.join(missing)} this change needs.")
+    return user.get_username()
 
 
 class IsProjectOwner(BasePermission):
+    """The owner API's gate. The view names the model permissions each method needs, as
+    DjangoModelPermissions would (`owner_permissions = {"PATCH": ["flags.change_flag"]}`); a
+    method it does not name is refused to everyone, so a new write can't slip in unguarded."""
+
     message = "Only the project's owner may do this: send the secret key as `Authorization: Bearer <secret>`."
 
     def has_permission(self, request, view) -> bool:
-        actor = request_owner(request)
+        required: Mapping[str, Sequence[str]] = getattr(view, "owner_permissions", {})
+        if request.method not in required:
+            return False
+        actor = request_owner(request, permissions=required[request.method])
         request.kaizen_actor = actor
         return actor is not None

@@ -1,5 +1,6 @@
 """A canary release whose error rate degrades, run on a compressed clock and watched by an alert
-rule; when the rule fires, a Change is opened for it. `kaizen simulate-canary` runs this.
+rule; when the rule fires, a real Change (Kaizen ticket) is opened for it, unless the run is a dry
+run. `kaizen simulate-canary` runs this.
 
 The rule is a Prometheus-style `for:` rule: the condition must hold on every sample for the whole
 sustain window before it fires, so a single bad sample (the blip at 0h40) pages nobody. With the
@@ -79,7 +80,7 @@ class Alert:
 class Run:
     samples: list[Sample] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)  # one per alert, in order
+    changes: list[Change] = field(default_factory=list)  # one per alert, in order; none on a dry run
 
 
 def clock(span: timedelta) -> str:
@@ -160,20 +161,23 @@ def canary_run(
     duration: timedelta,
     step: timedelta = timedelta(minutes=5),
     tick: float = 0.0,
-    report: Callable[[Sample, Change | None], None] | None = None,
+    report: Callable[[Sample, Alert | None, Change | None], None] | None = None,
     actor: str = AUTOMATIC,
+    dry_run: bool = False,
 ) -> Run:
-    """Simulate, and open a ticket the moment an alert fires (`report` gets it with that sample)."""
+    """Simulate, and open a ticket the moment an alert fires (`report` gets the sample, the alert
+    it fired and the ticket). A dry run writes nothing: the alert fires, no ticket is opened."""
     run = Run()
 
     def each(sample: Sample, fired: Alert | None) -> None:
         change = None
         if fired is not None:
-            change = alert_open_change(alert=fired, actor=actor)
             run.alerts.append(fired)
-            run.changes.append(change)
+            if not dry_run:
+                change = alert_open_change(alert=fired, actor=actor)
+                run.changes.append(change)
         if report is not None:
-            report(sample, change)
+            report(sample, fired, change)
 
     run.samples, _ = simulate(duration=duration, step=step, tick=tick, on_sample=each)
     return run

@@ -48,6 +48,26 @@ def project_create(
     return project, issued
 
 
+def project_origins_add(*, project: Project, origins: list[str], actor: str) -> list[str]:
+    """Allow more browser origins for the project, keeping those it has; returns the ones added.
+    Audited when anything was added."""
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        missing = [origin for origin in origins if origin not in project.allowed_origins]
+        if missing:
+            before = list(project.allowed_origins)
+            project.allowed_origins = [*before, *missing]
+            project.full_clean()
+            project.save(update_fields=["allowed_origins"])
+            audit_record(
+                actor=actor,
+                action="project.update",
+                target=f"project:{project.slug}",
+                detail={"before": {"allowed_origins": before}, "after": {"allowed_origins": project.allowed_origins}},
+            )
+    return missing
+
+
 def key_rotate(*, project: Project, actor: str) -> IssuedKey:
     """Revoke every active key of the project and issue a new one."""
     with transaction.atomic():

@@ -1,9 +1,11 @@
 """Start-up checks of the configuration (`manage.py check`, and every runserver/migrate)."""
 
 import zoneinfo
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Info, Tags, Warning, register
+from django.http.request import validate_host
 
 
 @register(Tags.compatibility)
@@ -51,3 +53,19 @@ def owner_settings(app_configs, **kwargs):
             )
         )
     return problems
+
+
+@register(Tags.compatibility)
+def public_url_served(app_configs, **kwargs):
+    """The address everyone is told must be one Django answers: a host missing from ALLOWED_HOSTS
+    gets a 400 for every page, report and verification replay sent there."""
+    host = urlsplit(settings.KAIZEN_PUBLIC_URL).hostname or ""
+    if validate_host(host, settings.ALLOWED_HOSTS):
+        return []
+    return [
+        Warning(
+            f"KAIZEN_PUBLIC_URL={settings.KAIZEN_PUBLIC_URL} names the host {host!r}, which ALLOWED_HOSTS lacks.",
+            hint=f"Add {host} to ALLOWED_HOSTS, or set KAIZEN_PUBLIC_URL to the address this service is reached at.",
+            id="kaizen.W002",
+        )
+    ]

@@ -1,15 +1,20 @@
-"""Which backing services this process runs on, decided once at start-up.
+"""Which backing services this process runs on, and the address it is reached at, decided once
+at start-up.
 
 The embedded default must run on a bare machine: Redis is used when `REDIS_URL` answers,
 otherwise the broker is a folder under `var/` and ingest writes straight to the database.
 The choice is logged in one line so an operator never has to guess.
+
+`python -m kaizen_site.runtime` prints the port of `KAIZEN_PUBLIC_URL`: `make run` starts honcho
+there, so the web server listens at the address everyone is told.
 """
 
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 logger = logging.getLogger("kaizen.runtime")
 
@@ -56,3 +61,46 @@ def detect(*, redis_url: str, broker_url: str, ingest_mode: str, var_dir: Path) 
     if ingest_mode == "stream" and not has_redis:
         raise RuntimeError("KAIZEN_INGEST_MODE=stream needs a reachable REDIS_URL")
     return Runtime(redis_url=redis_url if has_redis else "", broker_url=broker_url, ingest_mode=ingest_mode)
+
+
+# --- The public address -----------------------------------------------------------------------
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+_LOOPBACK_ALIASES = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}
+
+
+def public_url(raw: str) -> str:
+    """`KAIZEN_PUBLIC_URL` checked and without its trailing slash; empty means the default.
+    Refuses anything a browser could not open, so a typo fails at start-up, not at the first replay."""
+    url = (raw or DEFAULT_PUBLIC_URL).strip().rstrip("/")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise RuntimeError(f"KAIZEN_PUBLIC_URL={raw!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise RuntimeError(
+            f"KAIZEN_PUBLIC_URL={raw!r} is not an http(s) address such as http://127.0.0.1:8000 or https://kaizen.example.com"
+        )
+    return url
+
+
+def public_port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def public_origins(url: str) -> list[str]:
+    """The browser origins a page served at `url` reports from: its own, and on this machine the
+    other loopback name too (a newcomer types localhost as often as 127.0.0.1)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    alias = _LOOPBACK_ALIASES.get(parts.hostname or "")
+    if alias is None:
+        return [origin]
+    port = f":{parts.port}" if parts.port else ""
+    return [origin, f"{parts.scheme}://{alias}{port}"]
+
+
+if __name__ == "__main__":
+    print(public_port(public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))))

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ works offline
     "corsheaders",
     "django_celery_beat",
     "healing",
@@ -158,6 +159,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # 3.1: the pydantic request models use JSON Schema's `null` type, which 3.0 cannot express.
     "OAS_VERSION": "3.1.0",
+    # Swagger UI from the pinned drf-spectacular-sidecar package, not a CDN's @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # CORS is decided per project (its allowed origins) by healing.cors; nothing is open globally.
@@ -178,6 +183,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # The exchange tables too: kombu's default is ./control, a folder in whatever the working directory is.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     # Redis redelivers an unacked message after visibility_timeout; it must exceed the longest
@@ -229,11 +236,16 @@ KAIZEN_MAX_ENVELOPE_BYTES = int(os.environ.get("KAIZEN_MAX_ENVELOPE_BYTES", str(
 # How long a process trusts its cached key → project look-up; a revoked key stops working after this.
 KAIZEN_KEY_CACHE_SECONDS = float(os.environ.get("KAIZEN_KEY_CACHE_SECONDS", "5"))
 KAIZEN_OCCURRENCES_PER_ISSUE = int(os.environ.get("KAIZEN_OCCURRENCES_PER_ISSUE", "1000"))
+# The one address this service is reached at: what `make run` and `kaizen_demo` print, the port
+# `make run` serves on, the demo project's allowed browser origins, and where verification replays
+# unless KAIZEN_SANDBOX_URL says otherwise. Not derived from PORT: honcho hands each process a
+# PORT of its own (5000, 5100, ...), so every process would disagree.
+KAIZEN_PUBLIC_URL = runtime.public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))
 # The demo product at /demo/ (three real bugs for the healing loop), and where verification replays
 # failing requests: the sandbox deployment of the owner's product (the demo, locally).
 KAIZEN_DEMO = env_bool("KAIZEN_DEMO")
 KAIZEN_DEMO_HOOK_SECRET = os.environ.get("KAIZEN_DEMO_HOOK_SECRET", "")
-KAIZEN_SANDBOX_URL = os.environ.get("KAIZEN_SANDBOX_URL", "http://127.0.0.1:8000")
+KAIZEN_SANDBOX_URL = (os.environ.get("KAIZEN_SANDBOX_URL") or KAIZEN_PUBLIC_URL).rstrip("/")
 # What the remediation actions may touch: cache key prefixes `cache_clear` may delete, and
 # the owner's idempotent Celery tasks `celery_task_retry` may re-send ({"task.name": ["queue", ...]}).
 KAIZEN_REMEDIATION_CACHE_PREFIXES = env_list("KAIZEN_REMEDIATION_CACHE_PREFIXES")

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from healing import api as healing_api
@@ -8,6 +9,8 @@ from healing import sentry_api
 from . import ops
 
 urlpatterns = [
+    # The address `make run` prints opens the Manager's Console rather than a 404.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/issues", healing_api.IssueReportView.as_view(), name="issue-report"),
     path("api/v1/", include("flags.urls")),

@@ -204,7 +204,11 @@ def test_a_revoked_key_cannot_kill(api, flags, project_key):
 
 
 def test_a_staff_session_may_kill(api, flags, client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+    from django.contrib.auth.models import Permission
+
+    ops = django_user_model.objects.create_user("ops", is_staff=True)
+    ops.user_permissions.add(Permission.objects.get(content_type__app_label="flags", codename="change_flag"))
+    client.force_login(ops)
     response = api("post", "/api/v1/flags/on/kill", {"why": "from the console"})
     assert response.status_code == 200
     assert FlagChange.objects.get(action="kill").actor == "ops"

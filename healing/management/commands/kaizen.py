@@ -89,7 +89,7 @@ class Command(BaseCommand):
 
         p = writer("new", help="Open a ticket (a draft); prints its id.")
         p.add_argument("title")
-        p.add_argument("--component", help="A component id (see `kaizen components`).")
+        p.add_argument("--component", help="A component id (see `kaizen components`; examples in components/).")
         p.add_argument("--severity", default="medium", help="low, medium, high, critical or P3–P0 (default: medium).")
         p.add_argument("--owner", default="", help="Default: the component's owner.")
         p.add_argument("--objective", default="")
@@ -132,8 +132,10 @@ class Command(BaseCommand):
 
         # No --actor: the ticket is opened by the alert, an automatic action.
         p = sub.add_parser(
-            "simulate-canary", help="A degrading canary on a compressed clock; its alert opens a ticket."
+            "simulate-canary",
+            help="A degrading canary on a compressed clock; its alert opens a real ticket (--dry-run: none).",
         )
+        p.add_argument("--dry-run", action="store_true", help="Run the simulation and the alert, open no ticket.")
         p.add_argument("--duration", default="3h", type=_duration, help="Simulated time, e.g. 3h or 90m.")
         p.add_argument("--step", default="5m", type=_duration, help="Time between samples (default 5m).")
         p.add_argument("--tick-ms", default=2.0, type=float, help="Real milliseconds per step (default 2).")
@@ -304,7 +306,7 @@ class Command(BaseCommand):
             # No notification channel exists yet: the console is the fallback, and says so.
             self.stderr.write("Sending is off (no notification channel configured): the digest is printed here only.")
 
-    def do_simulate_canary(self, *, duration, step, tick_ms, **_):
+    def do_simulate_canary(self, *, duration, step, tick_ms, dry_run, **_):
         if step <= timedelta(0):
             raise CommandError("--step must be longer than zero.")
         rule = canary_sim.AlertRule()
@@ -312,18 +314,26 @@ class Command(BaseCommand):
             f"Simulating {canary_sim.length(duration)} of canary traffic, one sample every {canary_sim.length(step)}. "
             f"Rule {rule.name}: error rate ≥ {rule.threshold:.2f} % for {canary_sim.length(rule.sustain)}."
         )
+        if dry_run:
+            self.out("Dry run: when the alert fires, no ticket is opened.")
+        else:
+            self.out("When the alert fires it opens a real ticket (a Change) in the database; --dry-run opens none.")
         self.out(f"{'TIME':<8} {'RATE':>7}  ALERT")
 
-        def report(sample: canary_sim.Sample, change: Change | None) -> None:
+        def report(sample: canary_sim.Sample, fired: canary_sim.Alert | None, change: Change | None) -> None:
             bar = "#" * round(sample.error_rate * 4)
             line = f"T+{canary_sim.clock(sample.at):<6} {sample.error_rate:5.2f} %  {sample.state:<8} {bar}"
             self.out(line.rstrip())
             if change is not None:
                 self.out(f"        ALERT {rule.name} fired → opened {change.key} ({change.status}): {change.title}")
+            elif fired is not None:
+                self.out(f"        ALERT {rule.name} fired → dry run: no ticket opened")
 
-        run = canary_sim.canary_run(duration=duration, step=step, tick=tick_ms / 1000, report=report)
+        run = canary_sim.canary_run(duration=duration, step=step, tick=tick_ms / 1000, report=report, dry_run=dry_run)
         if run.changes:
             self.out(f"{len(run.alerts)} alert(s); ticket(s) opened: {', '.join(c.key for c in run.changes)}.")
+        elif run.alerts:
+            self.out(f"{len(run.alerts)} alert(s); dry run: no ticket opened.")
         else:
             self.out("The alert did not fire: no ticket opened.")
 
@@ -333,7 +343,10 @@ class Command(BaseCommand):
         component = Component.objects.filter(pk=component_id).first()
         if component is None:
             known = ", ".join(Component.objects.values_list("id", flat=True)[:20]) or "none yet"
-            raise CommandError(f'No component "{component_id}" (known: {known}). Add it with `kaizen component add`.')
+            raise CommandError(
+                f'No component "{component_id}" (known: {known}). Add it with `kaizen component add`, '
+                "or load definitions with `kaizen components --load DIR` (the examples: components/)."
+            )
         return component
 
     def _issue(self, issue_id: str) -> Issue:

@@ -1,6 +1,11 @@
-"""Make sure the demo project and an admin account exist, and print how to report to it."""
+"""Make sure the demo project and an admin account exist, and print how to report to it.
+
+Every address it prints and the browser origins the demo project accepts come from
+KAIZEN_PUBLIC_URL, the address `make run` serves on.
+"""
 
 import secrets
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,29 +14,33 @@ from django.db import transaction
 
 from flags.models import Flag, PromotionPolicy
 from flags.services import flag_create
+from healing.audit import AUTOMATIC
 from healing.demo import DEMO_FLAGS, HOOK_RESYNC_CREDITS, hook_secret
 from healing.models import Project, RemediationHook
-from healing.projects import key_issue, project_create
+from healing.projects import key_issue, project_create, project_origins_add
+from kaizen_site.runtime import public_origins
 
-DEMO_ORIGINS = ["http://localhost:8000", "http://127.0.0.1:8000"]
+
+def sentry_dsn(*, public_url: str, public_key: str, project_id: int) -> str:
+    parts = urlsplit(public_url)
+    return f"{parts.scheme}://{public_key}@{parts.netloc}{parts.path}/{project_id}"
 
 
 class Command(BaseCommand):
     help = "Create the demo project (and an admin user) if missing; print its ingest key."
 
-    def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1:8000", help="Where the API is served, for the examples.")
-
     @transaction.atomic
-    def handle(self, *args, host: str, **options):
+    def handle(self, *args, **options):
+        base = settings.KAIZEN_PUBLIC_URL
+        origins = public_origins(base)
         secret = None
         project = Project.objects.filter(slug="demo").first()
         if project is None:
-            project, issued = project_create(
-                slug="demo", name="Demo product", allowed_origins=DEMO_ORIGINS, actor="kaizen"
-            )
+            project, issued = project_create(slug="demo", name="Demo product", allowed_origins=origins, actor=AUTOMATIC)
             key, secret = issued.key, issued.secret
         else:
+            # KAIZEN_PUBLIC_URL may have moved since the project was made: the page must still report.
+            project_origins_add(project=project, origins=origins, actor=AUTOMATIC)
             key = project.keys.filter(is_active=True).order_by("-created_at").first()
             if key is None:
                 issued = key_issue(project=project)
@@ -40,7 +49,7 @@ class Command(BaseCommand):
         for flag_key, description in DEMO_FLAGS.items():
             if not Flag.objects.filter(project=project, key=flag_key).exists():
                 # On, at 0 %: nobody has the fix until the healing loop turns it on for a user.
-                flag_create(project=project, key=flag_key, description=description, enabled=True, actor="kaizen")
+                flag_create(project=project, key=flag_key, description=description, enabled=True, actor=AUTOMATIC)
 
         RemediationHook.objects.update_or_create(
             project=project,
@@ -60,7 +69,7 @@ class Command(BaseCommand):
                 "max_auto_exposure": 100,
                 "blocked_from_hour": None,
                 "blocked_to_hour": None,
-                "updated_by": "kaizen",
+                "updated_by": AUTOMATIC,
             },
         )
 
@@ -75,13 +84,14 @@ class Command(BaseCommand):
         out(f"  ingest key : {key.public_key}")
         if secret:
             out(f"  secret key : {secret}   (shown once)")
-        out(f"  Sentry DSN : http://{key.public_key}@{host}/{project.id}")
+        out(f"  Sentry DSN : {sentry_dsn(public_url=base, public_key=key.public_key, project_id=project.id)}")
         out(
-            f"  try it     : curl -X POST 'http://{host}/api/v1/issues' -H 'X-Kaizen-Key: {key.public_key}' "
+            f"  try it     : curl -X POST '{base}/api/v1/issues' -H 'X-Kaizen-Key: {key.public_key}' "
             '-H \'Content-Type: application/json\' -d \'{"type": "SILENT_FAILURE", "message": "Generate did nothing"}\''
         )
         if password:
-            out(f"  console    : http://{host}/admin/  user admin, password {password}   (shown once)")
+            out(f"  console    : {base}/admin/  user admin, password {password}   (shown once)")
         else:
-            out(f"  console    : http://{host}/admin/  user admin")
-        out(f"  demo       : http://{host}/demo/  (with KAIZEN_DEMO=1, as `make run` sets)")
+            out(f"  console    : {base}/admin/  user admin")
+        out(f"  demo       : {base}/demo/  (with KAIZEN_DEMO=1, as `make run` sets)")
+        out(f"  API docs   : {base}/api/docs/")

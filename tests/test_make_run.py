@@ -1,0 +1,143 @@
+"""`make run` as a newcomer meets it: the address it prints is the address that answers.
+
+The real Makefile target starts the real Procfile under honcho (web, consumer, both worker groups,
+beat) on the test database. Its address is moved with KAIZEN_PUBLIC_URL alone, and a PORT in
+the environment (honcho's own default) must not move it: the page at the printed address, the
+demo page's own report, and the API docs must all work there.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from django.conf import settings
+
+from healing.models import Occurrence
+from tests.healing.test_stream import _database_url
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(settings.BASE_DIR)
+START_SECONDS = 180  # two shared cores: migrations, collectstatic and five processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, *, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - our own 127.0.0.1 server
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _post_as_the_demo_page(base: str, key: str, body: dict) -> tuple[int, dict]:
+    """What the page's report() sends: text/plain, the key in the query, from its own origin."""
+    request = urllib.request.Request(  # noqa: S310
+        f"{base}/api/v1/issues?key={key}",
+        data=orjson.dumps(body),
+        method="POST",
+        headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": base},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return answer.status, orjson.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """Starts `make run` in its own session at a free port; stops the whole process group."""
+    base = f"http://127.0.0.1:{_free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "DJANGO_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="kaizen_site.settings",
+        DATABASE_URL=_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        KAIZEN_PUBLIC_URL=base,
+        KAIZEN_VAR_DIR=str(tmp_path / "var"),
+        PORT="5000",  # what honcho would hand gunicorn if left alone
+        WEB_CONCURRENCY="1",
+    )
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            # The install step is CI's and the README's first command; this test is about running.
+            ["make", "-o", ".venv/.installed", f"PROM_DIR={tmp_path / 'prometheus'}", "run"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield base, process, log_path
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever outlived the graceful stop
+        except ProcessLookupError:
+            pass
+
+
+def _wait_for_health(base: str, process: subprocess.Popen, log_path: Path) -> dict:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"make run exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            status, body = _get(f"{base}/healthz", timeout=2)
+            if status == 200:
+                return orjson.loads(body)
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"nothing answered at {base}/healthz:\n{log_path.read_text()[-4000:]}")
+
+
+def test_make_run_serves_the_address_it_prints(make_run):
+    base, process, log_path = make_run
+    health = _wait_for_health(base, process, log_path)
+    assert health["status"] == "ok"
+
+    printed = log_path.read_text()
+    assert f"console    : {base}/admin/" in printed and f"demo       : {base}/demo/" in printed
+    key = re.search(r"ingest key : ([0-9a-f]+)", printed).group(1)
+    assert re.search(rf"Sentry DSN : http://{key}@127\.0\.0\.1:{base.rsplit(':', 1)[1]}/\d+", printed)
+    assert re.search(rf"Listening at: {re.escape(base)}\b", printed)
+
+    status, page = _get(f"{base}/demo/")
+    assert status == 200
+    assert re.search(r'const INGEST_KEY = "([0-9a-f]+)"', page.decode()).group(1) == key
+
+    status, answer = _post_as_the_demo_page(
+        base, key, {"type": "SILENT_FAILURE", "message": "Clicked Generate and nothing happened", "route": "/demo/"}
+    )
+    assert status == 202, answer
+    event_id = uuid.UUID(answer["event_id"])
+    deadline = time.monotonic() + 60
+    while not Occurrence.objects.filter(event_id=event_id).exists():  # the consumer stores it
+        assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+        time.sleep(0.5)
+
+    for path in ("/admin/login/", "/api/docs/", "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"):
+        assert _get(f"{base}{path}")[0] == 200, path
