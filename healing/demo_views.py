@@ -1,7 +1,8 @@
 """The demo product's page and API (served under /demo/ when KAIZEN_DEMO is on).
 
 Plain JSON views: this is the product Kaizen heals, not Kaizen's API. Users are named by an
-`X-Demo-User` header after logging in, as a product's bearer token would name them.
+`X-Demo-User` header after logging in, as a product's bearer token would name them. In the
+sandbox, a verification replay is named by the signed X-Kaizen-Sandbox-User instead (see demo).
 """
 
 import logging
@@ -30,6 +31,9 @@ def _error(status: int, error: str, detail: str) -> JsonResponse:
 
 
 def _user(request: HttpRequest) -> str | None:
+    replayed_as = demo.sandbox_identity(request=request)
+    if replayed_as is not None:
+        return replayed_as if USER_PATTERN.match(replayed_as) else None
     user = request.headers.get("X-Demo-User", "")
     return user if USER_PATTERN.match(user) else None
 
@@ -100,6 +104,9 @@ def login(request: HttpRequest):
 @require_GET
 def me(request: HttpRequest):
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    replayed_as = demo.sandbox_identity(request=request)
+    if not token and replayed_as and USER_PATTERN.match(replayed_as):
+        token = demo.session_for_replay(user_id=replayed_as)
     if not token:
         return _error(401, "not_logged_in", "Log in first.")
     user = _user(request) or ""
