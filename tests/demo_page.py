@@ -42,6 +42,20 @@ def template_lines_missing() -> list[str]:
     return [line for line in MIRRORED if " ".join(line.split()) not in page]
 
 
+def captured_request(
+    *, method: str, path: str, body: dict | None, status: int, duration_ms: int, user: str | None
+) -> dict:
+    """The `request` the page's `call()` records for a report: only X-Demo-User, never the token."""
+    return {"method": method, "path": path, "body": body or None, "status": status, "duration_ms": duration_ms,
+            "headers": {"X-Demo-User": user or ""}}  # fmt: skip
+
+
+def report_body(*, base: str, user: str | None, session_id: str, timeline: list[dict], problem: dict) -> dict:
+    """What the page's `report()` posts (JSON.stringify drops `user` when nobody is logged in)."""
+    body = {"url": base + "/demo/", "route": "/demo/", "timeline": list(timeline), "session_id": session_id, **problem}
+    return {**body, "user": {"id": user}} if user else body
+
+
 class DemoPage:
     """One browser tab on the demo page at `base` (e.g. http://127.0.0.1:8000)."""
 
@@ -71,16 +85,13 @@ class DemoPage:
             data = response.json()
         except ValueError:
             data = {}
-        request = {"method": method, "path": path, "body": body or None, "status": response.status_code,
-                   "duration_ms": round(response.elapsed.total_seconds() * 1000),
-                   "headers": {"X-Demo-User": self.user or ""}}  # fmt: skip
+        request = captured_request(method=method, path=path, body=body, status=response.status_code,
+                                   duration_ms=round(response.elapsed.total_seconds() * 1000), user=self.user)  # fmt: skip
         return response, data, request
 
     def report(self, problem: dict) -> requests.Response:
-        body = {"url": self.base + "/demo/", "route": "/demo/", "timeline": list(self.timeline),
-                "session_id": self.session_id, **problem}  # fmt: skip
-        if self.user:
-            body = {**body, "user": {"id": self.user}}
+        body = report_body(base=self.base, user=self.user, session_id=self.session_id, timeline=self.timeline,
+                           problem=problem)  # fmt: skip
         return self.http.post(
             f"{self.base}/api/v1/issues",
             params={"key": self.ingest_key},
