@@ -32,9 +32,7 @@ def _error(status: int, error: str, detail: str) -> JsonResponse:
 
 def _user(request: HttpRequest) -> str | None:
     replayed_as = demo.sandbox_identity(request=request)
-    if replayed_as is not None:
-        return replayed_as if USER_PATTERN.match(replayed_as) else None
-    user = request.headers.get("X-Demo-User", "")
+    user = request.headers.get("X-Demo-User", "") if replayed_as is None else replayed_as
     return user if USER_PATTERN.match(user) else None
 
 
@@ -104,12 +102,11 @@ def login(request: HttpRequest):
 @require_GET
 def me(request: HttpRequest):
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    replayed_as = demo.sandbox_identity(request=request)
-    if not token and replayed_as and USER_PATTERN.match(replayed_as):
-        token = demo.session_for_replay(user_id=replayed_as)
+    user = _user(request) or ""
+    if not token and user and demo.sandbox_identity(request=request) == user:
+        token = demo.session_for_replay(user_id=user)
     if not token:
         return _error(401, "not_logged_in", "Log in first.")
-    user = _user(request) or ""
     try:
         name = demo.session_user(
             token=token,
