@@ -249,6 +249,11 @@ def main() -> None:
               f"max {max(level0):.1f} s   target p95 ≤ {TARGET_P95_S:.0f} s: {verdict}")  # fmt: skip
     print("first-seen problems (LLM diagnosis): none in this run — the three scenarios are in the pattern library, "
           "and with no ANTHROPIC_API_KEY a first-seen problem is escalated to the owner")  # fmt: skip
+    by_scenario = {
+        s: f"{sum(1 for i in fixed if verified.get(i) and checks[i][0] == s)}/{sum(c[0] == s for c in checks.values())}"
+        for s in scenarios
+    }
+    print(f"fixed and checked, per scenario: {', '.join(f'{s} {n}' for s, n in by_scenario.items())}")
     share = really_fixed / len(checks) if checks else 0.0
     print(f"fixed with no human, checked against the demo as each user: {really_fixed}/{len(checks)} = {share:.0%}"
           f"   target ≥ {TARGET_NO_HUMAN:.0%}: {'met' if share >= TARGET_NO_HUMAN else 'MISSED'}")  # fmt: skip
