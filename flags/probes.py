@@ -41,8 +41,6 @@ NONCE_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _NONCE_KEY = "kaizen:sandbox-nonce:{kind}:{nonce}"
 _MEMO = "_kaizen_sandbox_assertions"  # per request: a view may ask twice, a nonce works once
 
-_clock = time.time  # the tests move it
-
 
 class ProbeRefused(APIException):
     status_code = status.HTTP_403_FORBIDDEN
@@ -107,7 +105,7 @@ def _mac(*, key: str, message: bytes) -> str:
 
 def _sign(*, kind: str, project_id: int, method: str, path: str, claims: dict[str, str], issued_at: int | None,
           key: str | None) -> str:  # fmt: skip
-    issued = int(_clock() if issued_at is None else issued_at)
+    issued = int(time.time() if issued_at is None else issued_at)
     body = {**claims, "nonce": secrets.token_hex(16), "iat": issued}
     payload = base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
     signing_key = settings.KAIZEN_SANDBOX_SECRET if key is None else key
@@ -120,7 +118,12 @@ def _verified(request, *, kind: str, project_id: int) -> dict[str, Any] | None:
     django_request = getattr(request, "_request", request)  # DRF wraps the Django request
     memo = django_request.__dict__.setdefault(_MEMO, {})
     if (kind, project_id) not in memo:
-        memo[(kind, project_id)] = _check(django_request, kind=kind, project_id=project_id)
+        try:
+            memo[(kind, project_id)] = _check(django_request, kind=kind, project_id=project_id)
+        except ProbeRefused as exc:
+            where = {"header": kind, "path": django_request.path, "project_id": project_id}
+            logger.warning("sandbox header refused", extra={**where, "reason": str(exc.detail)})
+            raise
     return memo[(kind, project_id)]
 
 
@@ -147,7 +150,7 @@ def _check(request, *, kind: str, project_id: int) -> dict[str, Any] | None:
     if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise ProbeRefused(f"{kind} does not match this project, method and path, or is forged.")
     claims = _claims(payload)
-    if abs(_clock() - claims["iat"]) > MAX_AGE_SECONDS:
+    if abs(time.time() - claims["iat"]) > MAX_AGE_SECONDS:
         raise ProbeRefused(f"{kind} expired (older than {MAX_AGE_SECONDS} s, or from the future).")
     # Checked last, so only a genuine header can use up a nonce.
     if not cache.add(_NONCE_KEY.format(kind=kind.lower(), nonce=claims["nonce"]), 1, timeout=2 * MAX_AGE_SECONDS + 1):

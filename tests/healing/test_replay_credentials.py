@@ -62,8 +62,9 @@ def test_a_native_report_is_redacted_before_the_stream_and_the_store(post_report
     stream = redis.Redis.from_url(settings.REDIS_URL).xrange(settings.KAIZEN_INGEST_STREAM)
     assert len(stream) == 1 and secrets_in(b"".join(b"".join(fields.values()) for _, fields in stream)) == []
     drain()
-    stored = Occurrence.objects.get().payload
-    assert secrets_in(stored) == []
+    occurrence = Occurrence.objects.get()
+    stored = occurrence.payload
+    assert secrets_in(stored) == [] and secrets_in(occurrence.url) == [] and secrets_in(occurrence.issue.culprit) == []
     request = stored["request"]
     assert {name: request["headers"][name] for name in ("Authorization", "Cookie", "X-Api-Key", "X-Custom-Token")} == {
         "Authorization": REDACTED, "Cookie": REDACTED, "X-Api-Key": REDACTED, "X-Custom-Token": REDACTED}  # fmt: skip
