@@ -5,7 +5,6 @@ same server (the sandbox) and roll the fix out. Each of the three demo scenarios
 for the user who met it, with 10/10 replays on its Change's scorecard."""
 
 import os
-import shlex
 import signal
 import stat
 import subprocess
@@ -46,15 +45,13 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def procfile_commands() -> dict[str, list[str]]:
-    """The Procfile's command lines, with the programs resolved in this virtualenv."""
-    resolve = {"python": sys.executable, "gunicorn": str(BIN / "gunicorn"), "celery": str(BIN / "celery")}
+def procfile_commands() -> dict[str, str]:
+    """The Procfile's command lines, by process name."""
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
-        if command.strip():
-            argv = shlex.split(command)
-            commands[name.strip()] = [resolve.get(argv[0], argv[0]), *argv[1:]]
+        if command.strip() and not name.startswith("#"):
+            commands[name.strip()] = command.strip()
     return commands
 
 
@@ -84,6 +81,7 @@ def service(tmp_path, settings):
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "PYTHONUNBUFFERED": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # as `make run` hands honcho the virtualenv
     }
     env.pop("KAIZEN_SANDBOX_SECRET", None)
     logs = tmp_path / "logs"
@@ -96,7 +94,8 @@ def service(tmp_path, settings):
     try:
         for name in PROCESSES:
             with (logs / f"{name}.log").open("w") as log:
-                running[name] = subprocess.Popen(commands[name], cwd=ROOT, env=env, stdout=log,
+                # Through a shell, as honcho runs them: variables in a command line are expanded.
+                running[name] = subprocess.Popen(["/bin/sh", "-c", commands[name]], cwd=ROOT, env=env, stdout=log,
                                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         _wait_healthy(base=base, web=running["web"], logs=logs)
         yield {"base": base, "var": tmp_path / "var", "logs": logs, "running": running}
