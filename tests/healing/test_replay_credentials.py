@@ -245,3 +245,15 @@ def test_the_other_scenarios_heal_from_the_pages_own_reports(page, scenario):
     assert change.scorecard["verification"]["summary"] == "10/10 replays passed"
     assert IssueEvent.objects.filter(issue=issue, stage__in=[Stage.DEPLOYED, Stage.RESOLVED]).exists()
     assert page.sees_the_fix(scenario)
+
+
+def test_the_generic_replay_renames_only_headers_that_are_the_users_name(recorder, db):
+    captured = {"method": "GET", "path": "/demo/api/credits", "status": 200,
+                "headers": {"X-Demo-User": "a", "Accept-Language": "fr-CA", "X-Plan": "a"}}  # fmt: skip
+    replay = verify.replay_of({"message": "x", "user": {"id": "a"}, "request": captured})
+    verify.probe_once(replay=replay, project_id=7, account="generic", user_id=verify.GENERIC_ACCOUNT, affected="a",
+                      flag_key=None)  # fmt: skip
+    (seen,) = recorder
+    assert seen["headers"]["X-Demo-User"] == verify.GENERIC_ACCOUNT
+    assert seen["headers"]["Accept-Language"] == "fr-CA"  # not "fr-CkA..." with every "a" replaced
+    assert "X-Kaizen-Probe" not in seen["headers"] and "X-Kaizen-Sandbox-User" in seen["headers"]
