@@ -3,8 +3,11 @@
 What runs: gunicorn (the API and the demo product, which is also the sandbox), the ingest
 consumer and both worker groups on Redis, as `make run` starts them, with the rollout phases
 shortened. Each of N users hits one of the three demo bugs for real (a dropped Generate, credits
-paid for but missing, a session expired right after login) and the report the demo page would
-send is posted to the API, under its own fingerprint so that every report is a new issue.
+paid for but missing, a session expired right after login) and the report is posted as the demo
+page posts it (tests/demo_page.py: its body, text/plain, the key in the query, the page's Origin),
+with no credential in it: verification replays as the user through the sandbox identity Kaizen
+signs. One thing is added to the page's report: a fingerprint per user, so that every report is
+a new issue whose MTTR is measured (grouping only; the replay never reads it).
 
 Printed: MTTR from detection (the issue's first report) to resolved for the affected user (the
 "Fixed!" the user's popup shows: the fix verified 10/10 in the sandbox and live for that user)
@@ -23,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,15 +41,17 @@ from bench.harness import (  # noqa: E402
     recreate_database,
     wait_http,
 )
+from tests.demo_page import captured_request, report_body  # noqa: E402
 
 PORT = free_port()
 BASE = f"http://127.0.0.1:{PORT}"
 BENCH_ENV = {
     "DEBUG": "0",
     "SECRET_KEY": "bench",
-    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/kaizen_bench_heal",
-    "REDIS_URL": "redis://127.0.0.1:6379/5",
-    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/5",
+    # A scratch database and Redis database of its own: both are wiped at the start.
+    "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kaizen_bench_heal"),
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5"),
+    "CELERY_BROKER_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5"),
     "KAIZEN_INGEST_MODE": "stream",
     "KAIZEN_DEMO": "1",
     "KAIZEN_SANDBOX_MODE": "1",
@@ -79,7 +85,8 @@ def setup() -> str:
     redis_client.get().client.flushdb()
     call_command("migrate", "--noinput", verbosity=0)
     call_command("kaizen_demo", stdout=io.StringIO())
-    Project.objects.filter(slug="demo").update(rate_limit_per_minute=10_000_000)
+    # Unthrottled, and the page served from this run's port may report.
+    Project.objects.filter(slug="demo").update(rate_limit_per_minute=10_000_000, allowed_origins=[BASE])
     return Project.objects.get(slug="demo").keys.get(is_active=True).public_key
 
 
@@ -105,38 +112,65 @@ def demo(method: str, path: str, *, user: str, token: str = "", body=None) -> re
     return requests.request(method, BASE + path, headers=headers, json=body, timeout=10)
 
 
+def page_report(*, user: str, n: int, scenario: str, problem: dict) -> dict:
+    """The demo page's report, plus this user's own fingerprint (see the module's docstring)."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    timeline = [{"at": at, "action": "click", "target": f"button#{scenario}", "detail": ""}]
+    body = report_body(base=BASE, user=user, session_id=f"bench{n}", timeline=timeline, problem=problem)
+    return {**body, "fingerprint": [f"bench-{scenario}-{n}"]}
+
+
+def captured(answer: requests.Response, *, method: str, path: str, user: str, body=None) -> dict:
+    duration_ms = round(answer.elapsed.total_seconds() * 1000)
+    return captured_request(method=method, path=path, body=body, status=answer.status_code, duration_ms=duration_ms,
+                            user=user)  # fmt: skip
+
+
 def hit_bug(scenario: str, user: str, n: int) -> tuple[dict, callable] | None:
-    """Run into the scenario's bug as `user`; returns the report and a check that it is fixed, or
-    None when the user did not meet the bug (nothing to report, as on the demo page)."""
-    base = {"user": {"id": user}, "route": "/demo/", "fingerprint": [f"bench-{scenario}-{n}"]}
+    """Run into the scenario's bug as `user`; returns the page's report and a check that it is fixed,
+    or None when the user did not meet the bug (nothing to report, as on the demo page)."""
     if scenario == "generate":
-        answer = demo("POST", "/demo/api/generate", user=user, body={"prompt": "a cat"})
+        body = {"prompt": "a cat"}
+        answer = demo("POST", "/demo/api/generate", user=user, body=body)
         if answer.status_code != 202:
             return None
-        report = {**base, "type": "SILENT_FAILURE", "message": "Clicked Generate and nothing happened",
-                  "request": {"method": "POST", "path": "/demo/api/generate", "headers": {"X-Demo-User": user},
-                              "body": {"prompt": "a cat"}, "status": answer.status_code}}  # fmt: skip
+        request = captured(answer, method="POST", path="/demo/api/generate", user=user, body=body)
+        problem = {"type": "SILENT_FAILURE", "message": "Clicked Generate and nothing happened", "request": request}
         return (
-            report,
-            lambda: demo("POST", "/demo/api/generate", user=user, body={"prompt": "a cat"}).status_code == 200,
+            page_report(user=user, n=n, scenario=scenario, problem=problem),
+            lambda: demo("POST", "/demo/api/generate", user=user, body=body).status_code == 200,
         )
     if scenario == "credits":
         demo("POST", "/demo/api/purchase", user=user, body={"credits": 100})
-        state = demo("GET", "/demo/api/credits", user=user).json()
+        answer = demo("GET", "/demo/api/credits", user=user)
+        state = answer.json()
         if not state["pending"]:
             return None
-        message = f"I paid for 100 credits but my balance still shows {state['credits']}"
-        request = {"method": "GET", "path": "/demo/api/credits", "headers": {"X-Demo-User": user}, "status": 200}
-        report = {**base, "type": "BILLING_ISSUE", "message": message, "request": request, "state": state}
-        return report, lambda: demo("GET", "/demo/api/credits", user=user).json().get("pending") == 0
-    token = demo("POST", "/demo/api/login", user=user, body={"user": user}).json()["token"]
+        problem = {
+            "type": "BILLING_ISSUE",
+            "message": f"I paid for 100 credits but my balance still shows {state['credits']}",
+            "request": captured(answer, method="GET", path="/demo/api/credits", user=user),
+            "state": state,
+        }
+        return (
+            page_report(user=user, n=n, scenario=scenario, problem=problem),
+            lambda: demo("GET", "/demo/api/credits", user=user).json().get("pending") == 0,
+        )
+    token = demo("POST", "/demo/api/login", user="", body={"user": user}).json()["token"]
     answer = demo("GET", "/demo/api/me", user=user, token=token)
     if answer.status_code != 401:
         return None
-    report = {**base, "type": "AUTH_ISSUE", "message": "Session expired right after login",
-              "request": {"method": "GET", "path": "/demo/api/me", "status": answer.status_code,
-                          "headers": {"Authorization": f"Bearer {token}", "X-Demo-User": user}}}  # fmt: skip
-    return report, lambda: demo("GET", "/demo/api/me", user=user, token=token).status_code == 200
+    request = captured(answer, method="GET", path="/demo/api/me", user=user)  # the token stays in the browser
+    problem = {"type": "AUTH_ISSUE", "message": "Session expired right after login", "request": request}
+    return (
+        page_report(user=user, n=n, scenario=scenario, problem=problem),
+        lambda: demo("GET", "/demo/api/me", user=user, token=token).status_code == 200,
+    )
+
+
+def post_as_page(*, key: str, report: dict) -> requests.Response:
+    return requests.post(f"{BASE}/api/v1/issues", params={"key": key}, data=orjson.dumps(report),
+                         headers={"Content-Type": "text/plain", "Origin": BASE}, timeout=10)  # fmt: skip
 
 
 def fixed_for_user_at(issue_ids: list[str], timeout: float) -> dict[str, float]:
@@ -186,7 +220,7 @@ def main() -> None:
                 not_met += 1
                 continue
             report, is_fixed = hit
-            answer = requests.post(f"{BASE}/api/v1/issues", json=report, headers={"X-Kaizen-Key": key}, timeout=10)
+            answer = post_as_page(key=key, report=report)
             answer.raise_for_status()
             issue_id = answer.json()["issue_id"]
             checks[issue_id], sent[issue_id] = (scenarios[n % 3], is_fixed), time.time()
@@ -215,6 +249,11 @@ def main() -> None:
               f"max {max(level0):.1f} s   target p95 ≤ {TARGET_P95_S:.0f} s: {verdict}")  # fmt: skip
     print("first-seen problems (LLM diagnosis): none in this run — the three scenarios are in the pattern library, "
           "and with no ANTHROPIC_API_KEY a first-seen problem is escalated to the owner")  # fmt: skip
+    by_scenario = {
+        s: f"{sum(1 for i in fixed if verified.get(i) and checks[i][0] == s)}/{sum(c[0] == s for c in checks.values())}"
+        for s in scenarios
+    }
+    print(f"fixed and checked, per scenario: {', '.join(f'{s} {n}' for s, n in by_scenario.items())}")
     share = really_fixed / len(checks) if checks else 0.0
     print(f"fixed with no human, checked against the demo as each user: {really_fixed}/{len(checks)} = {share:.0%}"
           f"   target ≥ {TARGET_NO_HUMAN:.0%}: {'met' if share >= TARGET_NO_HUMAN else 'MISSED'}")  # fmt: skip

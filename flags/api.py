@@ -36,7 +36,10 @@ PROBE_PARAM = OpenApiParameter(
     "X-Kaizen-Probe",
     str,
     location=OpenApiParameter.HEADER,
-    description="Sandbox only: `<flag>:<user>:<unix ts>:<hex HMAC-SHA256>` forces that flag on for that user.",
+    description=(
+        "Sandbox only, one use: `<base64url claims>.<hex HMAC-SHA256>` bound to the project, method and path "
+        "(see flags.probes); forces the claimed flag on for the claimed user."
+    ),
 )
 OWNER_DOC = (
     " Owner only: the project's secret key as `Authorization: Bearer <secret>`, or a console session"
@@ -93,7 +96,7 @@ class FlagsForUserView(FlagsView):
     )
     def get(self, request):
         user_id = _validated(UserQuery, request.query_params)["user"]
-        forced = probe_forced_flags(request)
+        forced = probe_forced_flags(request, project_id=request.auth.project_id)
         snapshot = evaluate.project_snapshot(project_id=request.auth.project_id)
         headers = {"Cache-Control": "private, no-cache"}
         if not forced:  # a probe's answer is for that request alone: never cacheable
@@ -117,7 +120,7 @@ class FlagsEvaluateView(FlagsView):
     )
     def post(self, request):
         items = [(item["flag"], item["user"]) for item in _validated(EvaluateRequest, request.data)["items"]]
-        forced = probe_forced_flags(request)
+        forced = probe_forced_flags(request, project_id=request.auth.project_id)
         snapshot = evaluate.project_snapshot(project_id=request.auth.project_id)
         try:
             results = evaluate.flags_evaluate(snapshot=snapshot, items=items, forced=forced)

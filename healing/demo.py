@@ -9,6 +9,9 @@ behind a feature flag (or an owner webhook) that the healing loop can turn on pe
    is delayed, so the balance lags. Fix: the owner webhook `resync-credits`.
 3. "Session expired" right after logging in: the new login flow issues v2 session tokens and the
    session check only understands v1. Fix: flag `session-refresh-fix` (the v2-aware check).
+
+As the sandbox (KAIZEN_SANDBOX_MODE), it honours the headers verification signs (`flags.probes`):
+a probe forcing a fix on for one user, and the user a replay runs as, in place of credentials.
 """
 
 import hashlib
@@ -21,7 +24,7 @@ from django.core import signing
 from django.core.cache import cache
 
 from flags.evaluate import flag_enabled
-from flags.probes import probe_forced_flags
+from flags.probes import probe_forced_flags, sandbox_user
 
 from .models import Project
 
@@ -52,10 +55,18 @@ def demo_project_id() -> int | None:
 
 def fix_enabled(*, request, flag_key: str, user_id: str) -> bool:
     """The flag as the product sees it: forced on by a verified sandbox probe, or evaluated."""
-    if probe_forced_flags(request).get(flag_key) == user_id:
-        return True
     project_id = demo_project_id()
-    return project_id is not None and flag_enabled(project_id=project_id, key=flag_key, user_id=user_id)
+    if project_id is None:
+        return False
+    if probe_forced_flags(request, project_id=project_id).get(flag_key) == user_id:
+        return True
+    return flag_enabled(project_id=project_id, key=flag_key, user_id=user_id)
+
+
+def sandbox_identity(*, request) -> str | None:
+    """The user a verification replay runs as (a signed X-Kaizen-Sandbox-User), or None."""
+    project_id = demo_project_id()
+    return None if project_id is None else sandbox_user(request, project_id=project_id)
 
 
 # --- 1. Generate --------------------------------------------------------------------------------
@@ -130,6 +141,13 @@ def hook_signature_valid(*, body: bytes, header: str) -> bool:
 def session_issue(*, user_id: str) -> str:
     """The new login flow: v2 tokens."""
     return signing.dumps({"u": user_id, "v": 2}, salt=SESSION_SALT)
+
+
+def session_for_replay(*, user_id: str) -> str:
+    """The session a verification replay runs with: the one the login flow issues to that user now.
+    The replay carries no credentials, so the sandbox stands in the session the user would hold,
+    and the check under test is the one that failed for them."""
+    return session_issue(user_id=user_id)
 
 
 def session_user(*, token: str, v2_aware: bool) -> str:

@@ -1,7 +1,8 @@
 """The demo product's page and API (served under /demo/ when KAIZEN_DEMO is on).
 
 Plain JSON views: this is the product Kaizen heals, not Kaizen's API. Users are named by an
-`X-Demo-User` header after logging in, as a product's bearer token would name them.
+`X-Demo-User` header after logging in, as a product's bearer token would name them. In the
+sandbox, a verification replay is named by the signed X-Kaizen-Sandbox-User instead (see demo).
 """
 
 import logging
@@ -30,7 +31,8 @@ def _error(status: int, error: str, detail: str) -> JsonResponse:
 
 
 def _user(request: HttpRequest) -> str | None:
-    user = request.headers.get("X-Demo-User", "")
+    replayed_as = demo.sandbox_identity(request=request)
+    user = request.headers.get("X-Demo-User", "") if replayed_as is None else replayed_as
     return user if USER_PATTERN.match(user) else None
 
 
@@ -100,9 +102,11 @@ def login(request: HttpRequest):
 @require_GET
 def me(request: HttpRequest):
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    user = _user(request) or ""
+    if not token and user and demo.sandbox_identity(request=request) == user:
+        token = demo.session_for_replay(user_id=user)
     if not token:
         return _error(401, "not_logged_in", "Log in first.")
-    user = _user(request) or ""
     try:
         name = demo.session_user(
             token=token,

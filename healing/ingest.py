@@ -24,6 +24,7 @@ from .errors import IngestError
 from .fingerprint import fingerprint_report
 from .models import issue_id_for
 from .projects import ProjectAuth
+from .redact import report_credentials_redact
 from .schemas import IssueReport
 
 logger = logging.getLogger("kaizen.ingest")
@@ -52,6 +53,7 @@ def report_validate(data: Any) -> dict[str, Any]:
 
 def record_build(*, project: ProjectAuth, report: dict[str, Any], source: str) -> dict[str, Any]:
     """The unit the stream and the store exchange: the report plus where it belongs."""
+    report_credentials_redact(report=report)  # before anything is stored, streamed or fingerprinted
     fingerprint = fingerprint_report(report)
     event_id = report.get("event_id") or str(uuid.uuid4())
     report["event_id"] = event_id

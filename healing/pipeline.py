@@ -227,6 +227,7 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
     before = issue.occurrence_count
     verdict = verify.change_verify(
         replay=verify.replay_of(occurrence.payload) if occurrence else None,
+        project_id=issue.project_id,
         affected_user=user_id,
         flag_key=change.flag_key or None,
         occurrences_before=before,

@@ -3,14 +3,13 @@
 Every variable is listed with its default in `.env.example`; the embedded default needs none.
 """
 
-import hashlib
 import os
 from pathlib import Path
 
 import dj_database_url
 from kombu import Queue
 
-from . import logs, runtime
+from . import logs, runtime, sandbox_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KAIZEN_VAR_DIR", BASE_DIR / "var"))
@@ -256,9 +255,11 @@ KAIZEN_ROLLOUT_PARTIAL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_PARTIAL_SECO
 KAIZEN_ROLLOUT_FULL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_FULL_SECONDS", "1800"))
 # The sandbox honours signed X-Kaizen-Probe headers that force a flag on for one user (flags.probes).
 KAIZEN_SANDBOX_MODE = env_bool("KAIZEN_SANDBOX_MODE")
-KAIZEN_SANDBOX_SECRET = os.environ.get("KAIZEN_SANDBOX_SECRET", "") or (
-    # A local sandbox (`make run`) signs its own probes: derive a secret rather than refuse them all.
-    hashlib.sha256(f"{SECRET_KEY}:sandbox".encode()).hexdigest() if KAIZEN_SANDBOX_MODE else ""
+# Unset, a local sandbox (`make run`) makes its own random secret under var/ (kaizen_site.sandbox_secret).
+KAIZEN_SANDBOX_SECRET = (
+    sandbox_secret.sandbox_secret(configured=os.environ.get("KAIZEN_SANDBOX_SECRET", ""), var_dir=VAR_DIR)
+    if KAIZEN_SANDBOX_MODE
+    else os.environ.get("KAIZEN_SANDBOX_SECRET", "")
 )
 # Where a Change's code patch is sent to be built (Kaizen never applies one itself), and the
 # HMAC-SHA256 secret the request is signed with. No URL: patches wait for the owner's approval.

@@ -1,17 +1,12 @@
-"""The flags API: reads with the public key, ETag/304, batches, owner-only changes, probes."""
-
-import time
+"""The flags API: reads with the public key, ETag/304, batches, owner-only changes (probes: test_probe_binding)."""
 
 import orjson
 import pytest
 
-from flags import probes
 from flags.models import Flag, FlagChange
-from flags.probes import probe_sign
 from healing.models import AuditEntry
 
 OWNER = "secret"  # what tests.factories.ProjectKeyFactory stores the hash of
-SANDBOX_KEY = "sandbox-signing-key"
 
 
 @pytest.fixture
@@ -263,64 +258,3 @@ def test_the_public_key_alone_cannot_change_a_flag(api, flags):
 
 def test_changing_an_unknown_flag_is_404(api, flags):
     assert api("patch", "/api/v1/flags/nope", {"enabled": True}, bearer=OWNER).status_code == 404
-
-
-# --- sandbox probes ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sandbox(settings):
-    settings.KAIZEN_SANDBOX_MODE = True
-    settings.KAIZEN_SANDBOX_SECRET = SANDBOX_KEY
-    return settings
-
-
-def test_a_signed_probe_forces_the_flag_on_in_the_sandbox(api, flags, sandbox):
-    header = probe_sign(flag_key="off", user_id="42")
-    response = api("get", "/api/v1/flags?user=42", HTTP_X_KAIZEN_PROBE=header)
-    assert response.status_code == 200 and response.json()["flags"]["off"] is True
-    assert "ETag" not in response  # a probe's answer must never be cached
-    assert api("get", "/api/v1/flags?user=43", HTTP_X_KAIZEN_PROBE=header).json()["flags"]["off"] is False
-    items = [{"flag": "off", "user": "42"}]
-    batch = api("post", "/api/v1/flags/evaluate", {"items": items}, HTTP_X_KAIZEN_PROBE=header)
-    assert batch.json()["results"][0] == {"flag": "off", "user": "42", "enabled": True, "reason": "probe"}
-
-
-@pytest.mark.parametrize(
-    "header",
-    [
-        lambda: probe_sign(flag_key="off", user_id="42", key="guessed"),  # forged
-        lambda: probe_sign(flag_key="off", user_id="42", timestamp=int(time.time()) - 301),  # expired
-        lambda: probe_sign(flag_key="off", user_id="42", timestamp=int(time.time()) + 301),  # from the future
-        lambda: probe_sign(flag_key="off", user_id="42").replace(":42:", ":43:"),  # another user
-        lambda: "off:42:notatime:abcd",
-        lambda: "garbage",
-        lambda: probe_sign(flag_key="off", user_id="42")[:-1] + "é",
-    ],
-)
-def test_a_bad_probe_is_refused_in_the_sandbox(api, flags, sandbox, header):
-    response = api("get", "/api/v1/flags?user=42", HTTP_X_KAIZEN_PROBE=header())
-    assert response.status_code == 403 and _error(response) == "probe_refused"
-
-
-def test_a_probe_is_ignored_outside_the_sandbox(api, flags, settings):
-    settings.KAIZEN_SANDBOX_MODE = False
-    settings.KAIZEN_SANDBOX_SECRET = SANDBOX_KEY
-    header = probe_sign(flag_key="off", user_id="42")
-    response = api("get", "/api/v1/flags?user=42", HTTP_X_KAIZEN_PROBE=header)
-    assert response.status_code == 200 and response.json()["flags"]["off"] is False
-
-
-def test_probes_are_refused_without_a_sandbox_secret(api, flags, settings):
-    settings.KAIZEN_SANDBOX_MODE, settings.KAIZEN_SANDBOX_SECRET = True, ""
-    header = probe_sign(flag_key="off", user_id="42", key="")
-    assert api("get", "/api/v1/flags?user=42", HTTP_X_KAIZEN_PROBE=header).status_code == 403
-
-
-def test_the_probe_helper_for_the_sandbox(rf, sandbox, monkeypatch):
-    request = rf.get("/anything", HTTP_X_KAIZEN_PROBE=probe_sign(flag_key="fix-123", user_id="user:7"))
-    assert probes.probe_forced_flags(request) == {"fix-123": "user:7"}  # a user id may hold ":"
-    assert probes.probe_forced_flags(rf.get("/anything")) == {}
-    monkeypatch.setattr(probes, "_clock", lambda: time.time() + 400)
-    with pytest.raises(probes.ProbeRefused):
-        probes.probe_forced_flags(request)

@@ -77,22 +77,25 @@ def test_session_expires_right_after_login_until_the_fix_is_on(client, demo_on):
 
 
 def test_a_signed_probe_forces_the_fix_for_verification_only(client, demo_on, settings):
-    probe = probe_sign(flag_key=demo.FLAG_GENERATE_RETRY, user_id="kaizen-probe")
+    def probe():
+        return probe_sign(project_id=demo.demo_project_id(), method="POST", path="/demo/api/generate",
+                          flag_key=demo.FLAG_GENERATE_RETRY, user_id="kaizen-probe")  # fmt: skip
+
     forced = api(
-        client, "POST", "/demo/api/generate", user="kaizen-probe", body={"prompt": "x"}, HTTP_X_KAIZEN_PROBE=probe
+        client, "POST", "/demo/api/generate", user="kaizen-probe", body={"prompt": "x"}, HTTP_X_KAIZEN_PROBE=probe()
     )
     assert forced.status_code == 200
     other_user = api(
-        client, "POST", "/demo/api/generate", user="mallory", body={"prompt": "x"}, HTTP_X_KAIZEN_PROBE=probe
+        client, "POST", "/demo/api/generate", user="mallory", body={"prompt": "x"}, HTTP_X_KAIZEN_PROBE=probe()
     )
     assert other_user.status_code == 202  # the probe names one user
     forged = api(
-        client, "POST", "/demo/api/generate", user="kaizen-probe", body={}, HTTP_X_KAIZEN_PROBE=probe[:-4] + "0000"
+        client, "POST", "/demo/api/generate", user="kaizen-probe", body={}, HTTP_X_KAIZEN_PROBE=probe()[:-4] + "0000"
     )
     assert (forged.status_code, forged.json()["error"]) == (403, "probe_refused")
     settings.KAIZEN_SANDBOX_MODE = False  # production ignores probes
     ignored = api(
-        client, "POST", "/demo/api/generate", user="kaizen-probe", body={"prompt": "x"}, HTTP_X_KAIZEN_PROBE=probe
+        client, "POST", "/demo/api/generate", user="kaizen-probe", body={"prompt": "x"}, HTTP_X_KAIZEN_PROBE=probe()
     )
     assert ignored.status_code == 202
 

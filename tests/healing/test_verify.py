@@ -19,6 +19,7 @@ GENERATE_REPORT = {
 def run(report, *, flag_key, new_occurrences=0):
     return verify.change_verify(
         replay=verify.replay_of(report),
+        project_id=demo.demo_project_id() or 0,  # no demo project: nothing honours it anyway
         affected_user="alice",
         flag_key=flag_key,
         occurrences_before=10,
