@@ -225,15 +225,15 @@ def test_degradation_during_the_canary_rolls_back(
     assert "1 new occurrence(s) of the watched issue" in rollout.health_notes
     assert flag.killed and flag.killed_by == "kaizen" and not enabled_for(flag, AFFECTED)
     assert change.status == ChangeStatus.ABORTED
-    assert issue.severity == "P0"
+    assert (issue.base_severity, issue.severity) == ("P2", "P1")  # a rollback is impact: one level up
     assert told == [{"change_id": change.pk, "why": step_why}]  # the pipeline escalates the issue's stage
-    # Re-enqueued on the P0 queue like the outbox does, and marked sent once the broker took it.
-    assert issue.enqueue_state == EnqueueState.SENT and broker.llen("P0") == 1
+    # Re-enqueued on its (new) severity's queue like the outbox does, and marked sent once the broker took it.
+    assert issue.enqueue_state == EnqueueState.SENT and broker.llen("P1") == 1
     assert (step.from_phase, step.outcome, step.metrics["watched_new"], step.metrics["degraded"]) == (
         "canary", "rolled_back", 1, True,
     )  # fmt: skip
     actions = set(AuditEntry.objects.values_list("action", flat=True))
-    assert {"flag.kill", "change.transition", "issue.escalate", "rollout.rollback", "owner.alert"} <= actions
+    assert {"flag.kill", "change.transition", "issue.severity_raise", "rollout.rollback", "owner.alert"} <= actions
     alert = AuditEntry.objects.get(action="owner.alert")
     assert alert.detail["kind"] == "rollback" and change.key in alert.detail["message"]
     assert PromotionLogEntry.objects.filter(change=change, to_status="aborted").exists()
