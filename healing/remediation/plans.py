@@ -244,7 +244,10 @@ def change_steps_undo(*, change: Change, actor: str, why: str) -> UndoReport:
     applied = RemediationRun.objects.select_related("project", "issue", "change").filter(
         change=change, undo_of__isnull=True, outcome=RemediationOutcome.OK, undone_at__isnull=True
     )
-    for run in applied.order_by("-started_at", "-id"):
+    applied = list(applied.order_by("-started_at", "-id"))
+    if not applied:
+        return report  # nothing of it in place: nothing to record either
+    for run in applied:
         if run.undo_data is None:
             action = ACTIONS.get(run.action)
             why_kept = (action.no_undo if action else "") or "it left nothing to undo"

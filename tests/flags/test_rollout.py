@@ -435,18 +435,21 @@ def test_risk_above_the_policy_waits_for_approval(start, issue):
     assert rollout_advance(rollout_id=rollout.pk, expected_phase="canary", now=t0 + CANARY) == "awaiting_approval"
 
 
-def test_risk_comes_from_the_plan_or_the_patch_else_low():
+def test_risk_comes_from_the_actions_of_the_plan_or_the_patch_else_low():
     def risk(**fields):
         return promotion.change_risk(
             change=Change(plan=fields.get("plan", []), patch_summary=fields.get("summary", ""))
         )
 
+    enable = {"action": "flag_enable_for_user", "params": {"flag": "fix"}}
     assert risk() == "low"
+    assert risk(plan=[enable]) == "low"
+    # Each registered action states its risk: the policy sees a kill switch for what it is.
+    assert risk(plan=[enable, {"action": "flag_kill", "params": {"flag": "fix"}}]) == "high"
+    assert risk(plan=[{"action": "flag_set_rollout", "params": {"flag": "fix", "percentage": 100}}]) == "medium"
     assert risk(summary="Raise the timeout.\n\n**Risk:** medium\n") == "medium"
-    assert (
-        risk(plan=[{"action": "a", "params": {"risk": "low"}}, {"action": "b", "params": {"risk": "HIGH"}}]) == "high"
-    )
-    assert risk(plan=[{"action": "a", "params": {"risk": "critical"}}]) == "high"  # unknown: fail closed
+    assert risk(summary="Risk: critical") == "high"  # unknown word: fail closed
+    assert risk(plan=[{"action": "migrate_schema", "params": {}}]) == "high"  # not runnable: fail closed
 
 
 def test_llm_spend_over_the_daily_budget_waits_for_approval(start):
