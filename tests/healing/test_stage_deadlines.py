@@ -194,6 +194,7 @@ def test_a_worker_killed_mid_verification_is_resumed_by_the_sweep(sandbox, setti
 
 
 def test_the_sweep_runs_every_minute_on_the_ops_queue(settings):
+    from healing import tasks  # noqa: F401 - registers them, as the worker's autodiscovery does
     from kaizen_site.celery import app
 
     entry = settings.CELERY_BEAT_SCHEDULE["sweep-stage-deadlines"]
