@@ -20,6 +20,7 @@ from . import changes, components, patch_executor, pipeline
 from .admin_common import ReadOnlyMixin, request_actor
 from .audit import audit_record
 from .models import CHANGE_KEY_PREFIX, Change, ChangeStatus, Component, PatchState, PromotionLogEntry
+from .remediation import change_steps_undo
 
 FAILED_SAVE = "_kaizen_change_failed"  # request attribute: the save showed an error, not a success
 
@@ -129,9 +130,8 @@ def _move_action(to: str):
 
 def _undo_applied(request, change: Change, *, why: str) -> None:
     """An aborted Change leaves nothing of itself applied: its remediation steps are undone."""
-    summary = pipeline.change_steps_undo_logged(change=change, why=why or "Aborted in the console.",
-                                                actor=request_actor(request))  # fmt: skip
-    messages.info(request, f"{change.key}: {summary}")
+    report = change_steps_undo(change=change, actor=request_actor(request), why=why or "Aborted in the console.")
+    messages.info(request, f"{change.key}: {report.summary}")
 
 
 @admin.register(Change)

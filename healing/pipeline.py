@@ -19,23 +19,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
-from prometheus_client import Histogram
+from django.db import transaction
 
 from . import metrics
 from .audit import AUTOMATIC, audit_record
 from .models import Change, ChangeStatus, Issue, IssueEvent, Occurrence, Severity, Stage
+from .outcomes import (
+    OPEN_FIX_STATUSES,
+    change_abort,
+    change_completed,
+    diagnosis_of,
+    fix_abort,
+    issue_deployed,
+    issue_escalate,
+    issue_mitigated,
+    level_of,
+)
 from .plan_split import FLAG_ACTIONS, PlanSplit, plan_split
+from .remediation import change_steps_undo
 from .stages import USER_MESSAGES, issue_move
 
 logger = logging.getLogger("kaizen.pipeline")
-
-MTTR = Histogram(
-    "kaizen_mttr_seconds",
-    "Time from detection to fixed: for the affected user (canary or mitigation) and for everyone (resolved).",
-    ["scope", "level"],
-    buckets=(1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600),
-)
 
 
 def issue_process(*, issue_id: str) -> bool:
@@ -51,8 +55,6 @@ def issue_process(*, issue_id: str) -> bool:
 
 
 def _detection_record(issue: Issue) -> bool:
-    from django.db import transaction
-
     with transaction.atomic():
         Issue.objects.select_for_update().filter(pk=issue.pk).first()
         last_stage = issue.events.order_by("-created_at", "-id").values_list("stage", flat=True).first()
@@ -121,7 +123,6 @@ def _guarded(work, *, issue: Issue, **kwargs) -> None:
 
 # Stages in which the pipeline's own work is under way on a Change.
 BUSY = (Stage.ROOT_CAUSE_FOUND, Stage.FIXING, Stage.VERIFYING)
-OPEN_FIX_STATUSES = (ChangeStatus.DRAFT, ChangeStatus.PLANNED, ChangeStatus.IN_PROGRESS, ChangeStatus.IN_REVIEW)
 
 
 def _regression_check(issue: Issue) -> None:
@@ -215,14 +216,10 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
         change_apply(issue=issue, change=change)
 
 
-def _diagnosis_of(change: Change) -> dict[str, Any]:
-    return change.scorecard.get("diagnosis") or {"level": "pattern", "pattern_id": None, "user_id": ""}
-
-
 def _context(issue: Issue, change: Change):
     from .remediation import RemediationContext
 
-    return RemediationContext(issue=issue, change=change, user_id=_diagnosis_of(change)["user_id"])
+    return RemediationContext(issue=issue, change=change, user_id=diagnosis_of(change)["user_id"])
 
 
 def change_apply(*, issue: Issue, change: Change) -> None:
@@ -237,7 +234,7 @@ def change_apply(*, issue: Issue, change: Change) -> None:
         report = remediation_plan_run(plan=[e.raw for e in split.direct], context=_context(issue, change),
                                       actor=AUTOMATIC)  # fmt: skip
         if not report.ok:
-            _abort(issue=issue, change=change, expected=Stage.FIXING, why=report.summary)
+            fix_abort(issue=issue, change=change, expected=Stage.FIXING, why=report.summary)
             return
     if issue_move(issue=issue, expected=Stage.FIXING, to=Stage.VERIFYING, detail=change.key):
         change_verify(issue=issue, change=change, split=split)
@@ -249,7 +246,7 @@ def change_verify(*, issue: Issue, change: Change, split: PlanSplit | None = Non
     from .changes import change_record_scorecard, change_transition
 
     split = split or plan_split(change=change)
-    diagnosis = _diagnosis_of(change)
+    diagnosis = diagnosis_of(change)
     occurrence = _latest_occurrence(issue)
     before = Issue.objects.filter(pk=issue.pk).values_list("occurrence_count", flat=True).get()
     verdict = verify.change_verify(
@@ -271,7 +268,7 @@ def change_verify(*, issue: Issue, change: Change, split: PlanSplit | None = Non
         },
     )
     if not verdict.passed:
-        _abort(issue=issue, change=change, expected=Stage.VERIFYING, why=verdict.summary())
+        fix_abort(issue=issue, change=change, expected=Stage.VERIFYING, why=verdict.summary())
         return
     change = change_transition(change=change, to=ChangeStatus.IN_REVIEW, actor=AUTOMATIC, why=verdict.summary())
     if split.held:
@@ -319,9 +316,9 @@ def change_deploy(*, issue: Issue, change: Change, split: PlanSplit, expected: s
     if split.wide:
         report = remediation_plan_run(plan=[e.raw for e in split.wide], context=_context(issue, change), actor=actor)
         if not report.ok:
-            _abort(issue=issue, change=change, expected=expected, why=report.summary)
+            fix_abort(issue=issue, change=change, expected=expected, why=report.summary)
             return
-    level, user_id = _diagnosis_of(change)["level"], _diagnosis_of(change)["user_id"]
+    level, user_id = diagnosis_of(change)["level"], diagnosis_of(change)["user_id"]
     running = _active_rollout(issue=issue, flag_key=change.flag_key)
     if running is not None:
         # The same fix is already rolling out for another issue: give it to this user now and let
@@ -333,18 +330,18 @@ def change_deploy(*, issue: Issue, change: Change, split: PlanSplit, expected: s
         change = change_transition(
             change=change, to=ChangeStatus.CANARY, actor=actor, why=f"rides {running.change.key}"
         )
-        _deployed(issue=issue, change=change, level=level, expected=expected)
+        issue_deployed(issue=issue, change=change, level=level, expected=expected)
     elif change.flag_key:
         rollout_start(change=change, actor=actor, affected_user_id=user_id, **rollout_durations())
-        _deployed(issue=issue, change=change, level=level, expected=expected)
+        issue_deployed(issue=issue, change=change, level=level, expected=expected)
     else:
         # Nothing to roll out: what ran is in place for everyone it concerns.
         for to in (ChangeStatus.CANARY, ChangeStatus.COMPLETE):
             change = change_transition(change=change, to=to, actor=actor, why="verified; nothing to roll out")
         if split.per_user_only:
-            _mitigated(issue=issue, change=change, expected=expected)
+            issue_mitigated(issue=issue, change=change, expected=expected)
         else:
-            _deployed(issue=issue, change=change, level=level, expected=expected)
+            issue_deployed(issue=issue, change=change, level=level, expected=expected)
             change_completed(change_id=change.pk)
 
 
@@ -363,17 +360,17 @@ def change_continue(*, issue: Issue, change: Change, stage: str) -> None:
         extra = {} if split.held else {"expected": Stage.VERIFYING}
         _guarded(work, issue=issue, change=change, split=split, **extra)
     elif status == ChangeStatus.CANARY:  # the rollout started (or this one rides another)
-        _deployed(issue=issue, change=change, level=_level(change), expected=stage)
+        issue_deployed(issue=issue, change=change, level=level_of(change), expected=stage)
     elif status == ChangeStatus.COMPLETE and stage == Stage.VERIFYING:
         if plan_split(change=change).per_user_only:
-            _mitigated(issue=issue, change=change, expected=stage)
+            issue_mitigated(issue=issue, change=change, expected=stage)
         else:
-            _deployed(issue=issue, change=change, level=_level(change), expected=stage)
+            issue_deployed(issue=issue, change=change, level=level_of(change), expected=stage)
             change_completed(change_id=change.pk)
     elif status == ChangeStatus.COMPLETE:
         change_completed(change_id=change.pk)
     elif status == ChangeStatus.ABORTED:
-        change_steps_undo_logged(change=change, why="aborted while its worker was gone")
+        change_steps_undo(change=change, actor=AUTOMATIC, why="aborted while its worker was gone")
         issue_escalate(issue=issue, expected=stage, why=f"{change.key} was aborted", to=Stage.ABORTED, change=change)
     else:
         issue_escalate(issue=issue, expected=stage, why=f"{change.key} is {status}, which {stage} cannot take on")
@@ -397,137 +394,3 @@ def rollout_durations() -> dict[str, int]:
         "partial_seconds": settings.KAIZEN_ROLLOUT_PARTIAL_SECONDS,
         "full_seconds": settings.KAIZEN_ROLLOUT_FULL_SECONDS,
     }
-
-
-def _level(change: Change) -> str:
-    return (change.scorecard.get("verification") or {}).get("level") or "pattern"
-
-
-def _since_first_seen(issue: Issue) -> float:
-    first_seen = Issue.objects.filter(pk=issue.pk).values_list("first_seen", flat=True).get()
-    return (timezone.now() - first_seen).total_seconds()
-
-
-def _deployed(*, issue: Issue, change: Change, level: str, expected: str = Stage.VERIFYING) -> None:
-    if issue_move(issue=issue, expected=expected, to=Stage.DEPLOYED, detail=change.key):
-        MTTR.labels(scope="user", level=level).observe(_since_first_seen(issue))
-
-
-def _mitigated(*, issue: Issue, change: Change, expected: str) -> None:
-    """Fixed for the affected user by a per-user step: the cause is still there, so the issue is
-    not resolved; the next report of it sends it back to work (see healing.store)."""
-    from .learning import incident_learn
-    from .models import ErrorPattern, IncidentOutcome
-    from .rca import rca_draft_for_incident
-
-    if not issue_move(issue=issue, expected=expected, to=Stage.MITIGATED, detail=change.key):
-        return
-    MTTR.labels(scope="user", level=_level(change)).observe(_since_first_seen(issue))
-    pattern_id = _diagnosis_of(change)["pattern_id"]
-    pattern = ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None
-    # Learned all the same: the next user who meets it is mitigated at once, without the LLM.
-    incident_learn(change=change, pattern=pattern, outcome=IncidentOutcome.MITIGATED)
-    metrics.FIXES.labels(outcome="mitigated", level=_level(change)).inc()
-    rca_draft_for_incident(issue=issue, change=change)  # the cause still needs a person
-
-
-def change_completed(*, change_id: int) -> None:
-    """A Change's fix reached everyone: the issue is resolved and the incident learned."""
-    from .learning import incident_learn
-    from .models import ErrorPattern
-    from .rca import rca_draft_for_incident
-
-    change = Change.objects.select_related("issue").get(pk=change_id)
-    _riders_complete(change)
-    issue = change.issue
-    if issue is None or not issue_move(issue=issue, expected=(Stage.DEPLOYED,), to=Stage.RESOLVED, detail=change.key):
-        return
-    MTTR.labels(scope="full", level=_level(change)).observe((timezone.now() - issue.first_seen).total_seconds())
-    pattern_id = (change.scorecard.get("verification") or {}).get("pattern_id")
-    incident_learn(change=change, pattern=ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None)
-    metrics.FIXES.labels(outcome="resolved", level=_level(change)).inc()
-    rca_draft_for_incident(issue=issue, change=change)  # P0/P1 only; outside any transaction (it may ask the LLM)
-
-
-def _riders_complete(change: Change) -> None:
-    """Changes that rode this one's rollout are complete with it."""
-    from .changes import change_transition
-
-    riders = Change.objects.filter(
-        status=ChangeStatus.CANARY, flag_key=change.flag_key, scorecard__metrics__after__rides_rollout_of=change.key
-    )
-    for rider in riders:
-        rider = change_transition(
-            change=rider, to=ChangeStatus.COMPLETE, actor=AUTOMATIC, why=f"{change.key} rolled out"
-        )
-        change_completed(change_id=rider.pk)
-
-
-def change_rolled_back(*, change_id: int, why: str) -> None:
-    """The rollout saw a degradation and rolled back (it already killed the flag and raised the
-    issue's severity): what the Change applied is undone, the issue aborted, the pattern weakened."""
-    from .learning import incident_fix_failed
-
-    change = Change.objects.select_related("issue").get(pk=change_id)
-    change_steps_undo_logged(change=change, why=f"Rolled back: {why}")
-    if change.issue is not None:
-        issue_escalate(
-            issue=change.issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), why=why, to=Stage.ABORTED, change=change
-        )
-        incident_fix_failed(change=change)
-    metrics.FIXES.labels(outcome="rolled_back", level=_level(change)).inc()
-
-
-def change_steps_undo_logged(*, change: Change, why: str, actor: str = AUTOMATIC) -> str:
-    """Undo what the Change applied; the summary goes on its issue's timeline for the owner."""
-    from .remediation import change_steps_undo
-
-    report = change_steps_undo(change=change, actor=actor, why=why)
-    return report.summary
-
-
-def change_abort(*, change: Change, why: str, actor: str = AUTOMATIC) -> Change:
-    """Abort the Change (unless it finished already) and undo every step it applied."""
-    from .changes import ChangeTransitionError, change_transition
-
-    current = Change.objects.get(pk=change.pk)
-    if current.status not in (ChangeStatus.ABORTED, ChangeStatus.COMPLETE):
-        try:
-            current = change_transition(change=current, to=ChangeStatus.ABORTED, actor=actor, why=why)
-        except ChangeTransitionError as exc:  # moved meanwhile: what it applied is undone all the same
-            logger.warning("change not aborted: %s", exc)
-    change_steps_undo_logged(change=current, why=why, actor=actor)
-    return current
-
-
-def _abort(*, issue: Issue, change: Change, expected: str, why: str) -> None:
-    from .learning import incident_fix_failed
-    from .models import ErrorPattern
-
-    change = change_abort(change=change, why=why)
-    issue_escalate(issue=issue, expected=expected, why=why, to=Stage.ABORTED, change=change)
-    pattern_id = _diagnosis_of(change)["pattern_id"]
-    pattern = ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None
-    incident_fix_failed(change=change, pattern=pattern)
-    metrics.FIXES.labels(outcome="aborted", level=_level(change)).inc()
-
-
-def issue_escalate(
-    *, issue: Issue, expected: str | tuple[str, ...], why: str, to: str = Stage.ESCALATED, change=None
-) -> None:
-    """A person is needed: the issue moves to a stage that says so, the owner is alerted and gets a
-    draft RCA when the issue is P0/P1. The severity is left alone: it measures the problem's impact,
-    not whether Kaizen could fix it (see healing.classify.severity_raise)."""
-    from .rca import rca_draft_for_incident
-
-    if not issue_move(issue=issue, expected=expected, to=to, detail=why):
-        return
-    # The owner alert; notifications (push, SMS, email, Slack) subscribe to this audit action.
-    audit_record(
-        actor=AUTOMATIC,
-        action="owner.alert",
-        target=f"issue:{issue.pk}",
-        detail={"stage": to, "why": why, "severity": issue.severity},
-    )
-    logger.warning("issue escalated to the owner", extra={"issue": str(issue.pk), "stage": to, "why": why})
-    rca_draft_for_incident(issue=issue, change=change)

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import pipeline
+from . import outcomes, pipeline
 from .models import Change, ChangeStatus, Issue, Stage
 from .stages import WORKING, issue_move
 
@@ -91,13 +91,13 @@ def _give_up(*, issue_id, stage: str, attempts: int, allowed: int) -> None:
         )
     change = _open_change(issue)
     if change is not None and change.status != ChangeStatus.CANARY:
-        pipeline.change_abort(change=change, why=why)  # nothing half-applied stays in place
-    pipeline.issue_escalate(issue=issue, expected=stage, why=why, change=change)
+        outcomes.change_abort(change=change, why=why)  # nothing half-applied stays in place
+    outcomes.issue_escalate(issue=issue, expected=stage, why=why, change=change)
 
 
 def _open_change(issue: Issue) -> Change | None:
     return (
-        Change.objects.filter(issue=issue, status__in=(*pipeline.OPEN_FIX_STATUSES, ChangeStatus.CANARY))
+        Change.objects.filter(issue=issue, status__in=(*outcomes.OPEN_FIX_STATUSES, ChangeStatus.CANARY))
         .order_by("-number")
         .first()
     )
@@ -115,16 +115,16 @@ def issue_resume(*, issue_id: str, stage: str, attempt: int) -> str:
         return "resumed"
     if stage in RESTART_STAGES:
         # No Change holds its progress yet, or one was being opened when the worker died.
-        opened = Change.objects.filter(issue=issue, status__in=pipeline.OPEN_FIX_STATUSES)
+        opened = Change.objects.filter(issue=issue, status__in=outcomes.OPEN_FIX_STATUSES)
         for change in opened.filter(created_at__gte=issue.stage_entered_at or timezone.now()):
-            pipeline.change_abort(change=change, why=why)
+            outcomes.change_abort(change=change, why=why)
         if issue_move(issue=issue, expected=stage, to=Stage.DETECTED, message="", detail=why):
             pipeline.issue_heal(issue=issue)
         return "restarted"
     # The stage's Change, finished or not: the worker may have died right after finishing it.
     change = Change.objects.filter(issue=issue).order_by("-number").first()
     if change is None:
-        pipeline.issue_escalate(issue=issue, expected=stage, why=f"{why}, but it has no Change to take on")
+        outcomes.issue_escalate(issue=issue, expected=stage, why=f"{why}, but it has no Change to take on")
         return "escalated"
     if stage == Stage.DEPLOYED and change.status in (ChangeStatus.CANARY, ChangeStatus.IN_REVIEW):
         return "waiting"  # its rollout is still under way (flags.rollout sweeps it)

@@ -4,44 +4,91 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('healing', '0005_rca'),
+        ("healing", "0005_rca"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='issue',
-            name='stage_attempts',
-            field=models.PositiveSmallIntegerField(db_default=0, help_text='Times the sweep resumed the current stage after its deadline passed.'),
+            model_name="issue",
+            name="stage_attempts",
+            field=models.PositiveSmallIntegerField(
+                db_default=0, help_text="Times the sweep resumed the current stage after its deadline passed."
+            ),
         ),
         migrations.AddField(
-            model_name='issue',
-            name='stage_deadline',
-            field=models.DateTimeField(blank=True, help_text="Past it, the sweep resumes the stage's work or escalates; empty: final.", null=True),
+            model_name="issue",
+            name="stage_deadline",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="Past it, the sweep resumes the stage's work or escalates; empty: final.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='issue',
-            name='stage_entered_at',
+            model_name="issue",
+            name="stage_entered_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='incident',
-            name='outcome',
-            field=models.CharField(choices=[('fixed', 'Fixed'), ('mitigated', 'mitigated (fixed for the affected user only)'), ('fix_failed', 'fix failed')], max_length=12),
+            model_name="incident",
+            name="outcome",
+            field=models.CharField(
+                choices=[
+                    ("fixed", "Fixed"),
+                    ("mitigated", "mitigated (fixed for the affected user only)"),
+                    ("fix_failed", "fix failed"),
+                ],
+                max_length=12,
+            ),
         ),
         migrations.AlterField(
-            model_name='issue',
-            name='stage',
-            field=models.CharField(choices=[('detected', 'Detected'), ('diagnosing', 'Diagnosing'), ('root_cause_found', 'Root Cause Found'), ('needs_input', 'Needs Input'), ('fixing', 'Fixing'), ('verifying', 'Verifying'), ('deployed', 'Deployed'), ('mitigated', 'Mitigated'), ('resolved', 'Resolved'), ('escalated', 'Escalated'), ('aborted', 'Aborted')], default='detected', max_length=20),
+            model_name="issue",
+            name="stage",
+            field=models.CharField(
+                choices=[
+                    ("detected", "Detected"),
+                    ("diagnosing", "Diagnosing"),
+                    ("root_cause_found", "Root Cause Found"),
+                    ("needs_input", "Needs Input"),
+                    ("fixing", "Fixing"),
+                    ("verifying", "Verifying"),
+                    ("deployed", "Deployed"),
+                    ("mitigated", "Mitigated"),
+                    ("resolved", "Resolved"),
+                    ("escalated", "Escalated"),
+                    ("aborted", "Aborted"),
+                ],
+                default="detected",
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='issueevent',
-            name='stage',
-            field=models.CharField(choices=[('detected', 'Detected'), ('diagnosing', 'Diagnosing'), ('root_cause_found', 'Root Cause Found'), ('needs_input', 'Needs Input'), ('fixing', 'Fixing'), ('verifying', 'Verifying'), ('deployed', 'Deployed'), ('mitigated', 'Mitigated'), ('resolved', 'Resolved'), ('escalated', 'Escalated'), ('aborted', 'Aborted')], max_length=20),
+            model_name="issueevent",
+            name="stage",
+            field=models.CharField(
+                choices=[
+                    ("detected", "Detected"),
+                    ("diagnosing", "Diagnosing"),
+                    ("root_cause_found", "Root Cause Found"),
+                    ("needs_input", "Needs Input"),
+                    ("fixing", "Fixing"),
+                    ("verifying", "Verifying"),
+                    ("deployed", "Deployed"),
+                    ("mitigated", "Mitigated"),
+                    ("resolved", "Resolved"),
+                    ("escalated", "Escalated"),
+                    ("aborted", "Aborted"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AddIndex(
-            model_name='issue',
-            index=models.Index(condition=models.Q(('stage_deadline__isnull', False)), fields=['stage_deadline'], name='issue_stage_deadline'),
+            model_name="issue",
+            index=models.Index(
+                condition=models.Q(("stage_deadline__isnull", False)),
+                fields=["stage_deadline"],
+                name="issue_stage_deadline",
+            ),
         ),
     ]

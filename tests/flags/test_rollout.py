@@ -23,7 +23,7 @@ from flags import rollout as engine
 from flags.evaluate import bucket, flag_enabled, snapshot_forget
 from flags.models import Flag, FlagChange, FlagStatus, Override, PromotionPolicy, Rollout, RolloutStep
 from flags.rollout import Outcome, RolloutError, rollout_advance, rollout_start, rollouts_sweep
-from healing import pipeline
+from healing import outcomes
 from healing.changes import change_create, change_transition
 from healing.models import AuditEntry, Change, ChangeStatus, EnqueueState, PromotionLogEntry
 from tests.factories import IssueFactory, OccurrenceFactory
@@ -100,7 +100,7 @@ def users_in_bucket(flag, *, within: int, n: int, inside: bool = True) -> list[s
 
 def test_promote_path_end_to_end(start, issue, allow_all, monkeypatch, django_capture_on_commit_callbacks):
     told = []
-    monkeypatch.setattr(pipeline, "change_completed", lambda **kw: told.append(kw))
+    monkeypatch.setattr(outcomes, "change_completed", lambda **kw: told.append(kw))
     rollout, t0 = start()
     flag, change = rollout.flag, rollout.change
     flag.refresh_from_db()
@@ -207,7 +207,7 @@ def test_degradation_during_the_canary_rolls_back(
     start, issue, allow_all, broker, monkeypatch, django_capture_on_commit_callbacks
 ):
     told = []
-    monkeypatch.setattr(pipeline, "change_rolled_back", lambda **kw: told.append(kw))
+    monkeypatch.setattr(outcomes, "change_rolled_back", lambda **kw: told.append(kw))
     rollout, t0 = start()
     flag, change = rollout.flag, rollout.change
     OccurrenceFactory(issue=issue, user_id=AFFECTED, received_at=t0 + timedelta(minutes=1))  # the fix did not fix it

@@ -5,7 +5,7 @@ sends the issue back to work."""
 import pytest
 from prometheus_client import REGISTRY
 
-from healing import pipeline
+from healing import outcomes
 from healing.models import Change, ChangeStatus, Incident, IssueEvent, RemediationRun, Stage
 from tests.healing.test_pipeline import CREDITS, demo_call, report, stages
 
@@ -60,7 +60,7 @@ def test_only_a_fully_rolled_out_change_resolves(sandbox):
     issue = report(CREDITS)
     change = Change.objects.get(issue=issue)
 
-    pipeline.change_completed(change_id=change.pk)  # e.g. a late duplicate of the rollout's hook
+    outcomes.change_completed(change_id=change.pk)  # e.g. a late duplicate of the rollout's hook
 
     issue.refresh_from_db()
     assert issue.stage == Stage.MITIGATED  # mitigated is not "deployed": nothing to resolve from
