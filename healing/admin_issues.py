@@ -114,13 +114,25 @@ class IssueAdmin(admin.ModelAdmin):
         ("Triage", {"fields": ("severity", "stage", "resolved_at")}),
         (None, {"fields": ("title", "project", "type", "base_severity", "rule", "culprit")}),
         ("Counts", {"fields": ("first_seen", "last_seen", "occurrence_count", "affected_users", "times_reopened")}),
-        ("Work queue", {"fields": ("enqueue_state", "enqueued_at", "enqueue_attempts")}),
+        (
+            "Work queue",
+            {
+                "fields": (
+                    "enqueue_state",
+                    "enqueued_at",
+                    "enqueue_attempts",
+                    "stage_entered_at",
+                    "stage_deadline",
+                    "stage_attempts",
+                )
+            },
+        ),  # fmt: skip
         ("Grouping", {"classes": ("collapse",), "fields": ("id", "fingerprint", "grouping")}),
     )
     readonly_fields = (
         "title", "project", "type", "base_severity", "rule", "culprit", "first_seen", "last_seen",
         "occurrence_count", "affected_users", "times_reopened", "resolved_at", "enqueue_state", "enqueued_at",
-        "enqueue_attempts", "id", "fingerprint", "grouping",
+        "enqueue_attempts", "stage_entered_at", "stage_deadline", "stage_attempts", "id", "fingerprint", "grouping",
     )  # fmt: skip
 
     def has_add_permission(self, request) -> bool:

@@ -75,7 +75,9 @@ def change_completed(*, change_id: int) -> None:
     change = Change.objects.select_related("issue").get(pk=change_id)
     _riders_complete(change)
     issue = change.issue
-    if issue is None or not issue_move(issue=issue, expected=(Stage.DEPLOYED,), to=Stage.RESOLVED, detail=change.key):
+    # Escalated too: its rollout may outlast the deployed stage's deadline while awaiting approval.
+    done_from = (Stage.DEPLOYED, Stage.ESCALATED)
+    if issue is None or not issue_move(issue=issue, expected=done_from, to=Stage.RESOLVED, detail=change.key):
         return
     MTTR.labels(scope="full", level=level_of(change)).observe((timezone.now() - issue.first_seen).total_seconds())
     pattern_id = (change.scorecard.get("verification") or {}).get("pattern_id")
@@ -107,7 +109,11 @@ def change_rolled_back(*, change_id: int, why: str) -> None:
     change_steps_undo(change=change, actor=AUTOMATIC, why=f"Rolled back: {why}")
     if change.issue is not None:
         issue_escalate(
-            issue=change.issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), why=why, to=Stage.ABORTED, change=change
+            issue=change.issue,
+            expected=(Stage.DEPLOYED, Stage.VERIFYING, Stage.ESCALATED),
+            why=why,
+            to=Stage.ABORTED,
+            change=change,
         )
         incident_fix_failed(change=change)
     metrics.FIXES.labels(outcome="rolled_back", level=level_of(change)).inc()

@@ -15,11 +15,13 @@ it applied is undone, newest first.
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+
+from flags.models import ACTIVE_PHASES, Rollout
 
 from . import metrics
 from .audit import AUTOMATIC, audit_record
@@ -36,7 +38,7 @@ from .outcomes import (
     level_of,
 )
 from .plan_split import FLAG_ACTIONS, PlanSplit, plan_split
-from .remediation import change_steps_undo
+from .remediation import RemediationContext, change_steps_undo, remediation_plan_run
 from .stages import USER_MESSAGES, issue_move
 
 logger = logging.getLogger("kaizen.pipeline")
@@ -108,7 +110,7 @@ def issue_heal(*, issue: Issue) -> bool:
     return True
 
 
-def _guarded(work, *, issue: Issue, **kwargs) -> None:
+def _guarded(work: Callable[..., None], *, issue: Issue, **kwargs: Any) -> None:
     """Run a stage's work on `issue`; whatever breaks, the issue must not sit half-fixed unseen."""
     try:
         work(issue=issue, **kwargs)
@@ -216,9 +218,7 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
         change_apply(issue=issue, change=change)
 
 
-def _context(issue: Issue, change: Change):
-    from .remediation import RemediationContext
-
+def _context(issue: Issue, change: Change) -> RemediationContext:
     return RemediationContext(issue=issue, change=change, user_id=diagnosis_of(change)["user_id"])
 
 
@@ -226,8 +226,6 @@ def change_apply(*, issue: Issue, change: Change) -> None:
     """The fixing stage: run the steps for the affected user, then verify. Nothing that reaches
     other users runs here. Resumed after a crash, it first undoes what the dead run applied, so
     the stage runs again from a clean slate rather than half on top of itself."""
-    from .remediation import change_steps_undo, remediation_plan_run
-
     split = plan_split(change=change)
     change_steps_undo(change=change, actor=AUTOMATIC, why="fixing again from the start")
     if split.direct:
@@ -311,7 +309,6 @@ def change_deploy(*, issue: Issue, change: Change, split: PlanSplit, expected: s
     from flags.rollout import rollout_start
 
     from .changes import change_record_scorecard, change_transition
-    from .remediation import remediation_plan_run
 
     if split.wide:
         report = remediation_plan_run(plan=[e.raw for e in split.wide], context=_context(issue, change), actor=actor)
@@ -376,9 +373,7 @@ def change_continue(*, issue: Issue, change: Change, stage: str) -> None:
         issue_escalate(issue=issue, expected=stage, why=f"{change.key} is {status}, which {stage} cannot take on")
 
 
-def _active_rollout(*, issue: Issue, flag_key: str):
-    from flags.models import ACTIVE_PHASES, Rollout
-
+def _active_rollout(*, issue: Issue, flag_key: str) -> Rollout | None:
     if not flag_key:
         return None
     return (
