@@ -273,11 +273,14 @@ class ChangeAdmin(admin.ModelAdmin):
     def approve_held_steps(self, request, queryset) -> None:
         for change in queryset.order_by("number"):
             try:
-                pipeline.change_held_approve(change=change, actor=request_actor(request))
+                change = pipeline.change_held_approve(change=change, actor=request_actor(request))
             except changes.ChangeError as exc:
                 messages.error(request, str(exc))
                 continue
-            messages.success(request, f"{change.key}: held steps approved and run.")
+            if change.status == ChangeStatus.ABORTED:
+                messages.error(request, f"{change.key}: held steps approved, but the fix failed and was undone.")
+            else:
+                messages.success(request, f"{change.key}: held steps approved and run; it is {change.status} now.")
 
     @admin.action(description="Approve patch (sends it to the executor when one is configured)")
     def approve_patch(self, request, queryset) -> None:

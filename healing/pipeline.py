@@ -289,18 +289,22 @@ def _hold(*, issue: Issue, change: Change, split: PlanSplit) -> None:
     issue_escalate(issue=issue, expected=Stage.VERIFYING, why=why)
 
 
-def change_held_approve(*, change: Change, actor: str) -> None:
+def change_held_approve(*, change: Change, actor: str) -> Change:
     """The owner approves the steps the policy held: they run now, and the fix goes on as if the
-    policy had allowed them (audited as the owner's decision)."""
+    policy had allowed them (audited as the owner's decision). Claimed under the Change's lock, so
+    a second click runs nothing. Returns the Change as it ends up (aborted if a step failed)."""
     from .changes import ChangeError, change_record_scorecard
 
-    if change.status != ChangeStatus.IN_REVIEW or not change.scorecard.get("held") or change.issue is None:
-        raise ChangeError(f"{change.key} has no steps waiting for approval.")
-    split = plan_split(change=change, approved=True)
-    audit_record(actor=actor, action="change.approve_held", target=f"change:{change.key}",
-                 detail={"steps": change.scorecard["held"]})  # fmt: skip
-    change = change_record_scorecard(change=change, actor=actor, held=[])
-    change_deploy(issue=change.issue, change=change, split=split, expected=Stage.ESCALATED, actor=actor)
+    with transaction.atomic():
+        current = Change.objects.select_for_update(of=("self",)).select_related("issue__project").get(pk=change.pk)
+        if current.status != ChangeStatus.IN_REVIEW or not current.scorecard.get("held") or current.issue is None:
+            raise ChangeError(f"{current.key} has no steps waiting for approval.")
+        held = current.scorecard["held"]
+        current = change_record_scorecard(change=current, actor=actor, held=[])
+        audit_record(actor=actor, action="change.approve_held", target=f"change:{current.key}", detail={"steps": held})
+    split = plan_split(change=current, approved=True)
+    _guarded(change_deploy, issue=current.issue, change=current, split=split, expected=Stage.ESCALATED, actor=actor)
+    return Change.objects.get(pk=current.pk)
 
 
 def change_deploy(*, issue: Issue, change: Change, split: PlanSplit, expected: str, actor: str = AUTOMATIC) -> None:

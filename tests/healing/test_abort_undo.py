@@ -5,7 +5,7 @@ import pytest
 
 from flags.models import Flag, Override, PromotionPolicy
 from flags.promotion import step_check
-from healing import demo, diagnosis, pipeline
+from healing import demo, diagnosis
 from healing.models import (
     AuditEntry,
     Change,
@@ -92,7 +92,7 @@ def test_steps_are_undone_newest_first(sandbox):
     assert not Override.objects.filter(user_id="alice").exists()
 
 
-def test_a_step_the_policy_does_not_allow_waits_for_the_owner(sandbox):
+def test_a_step_the_policy_does_not_allow_waits_for_the_owner(sandbox, admin_client):
     generate_fix_is([
         {"action": "flag_enable_for_user", "params": {"flag": demo.FLAG_GENERATE_RETRY}},
         {"action": "flag_kill", "params": {"flag": demo.FLAG_SESSION_FIX}},  # high risk: the demo allows medium
@@ -107,16 +107,41 @@ def test_a_step_the_policy_does_not_allow_waits_for_the_owner(sandbox):
     assert change.scorecard["held"][0]["action"] == "flag_kill"
     assert not flag(demo.FLAG_SESSION_FIX).killed
 
-    pipeline.change_held_approve(change=change, actor="owner")
+    approve = {"action": "approve_held_steps", "_selected_action": [change.pk], "why": ""}
+    assert admin_client.post("/admin/healing/change/", approve).status_code == 302
 
     issue.refresh_from_db()
     change.refresh_from_db()
     assert flag(demo.FLAG_SESSION_FIX).killed
     assert (issue.stage, change.status) == (Stage.DEPLOYED, ChangeStatus.CANARY)  # and on to its rollout
-    assert RemediationRun.objects.get(change=change, action="flag_kill").actor == "owner"
-    assert AuditEntry.objects.filter(action="change.approve_held", actor="owner").exists()
+    assert RemediationRun.objects.get(change=change, action="flag_kill").actor == "admin"
+    assert AuditEntry.objects.filter(action="change.approve_held", actor="admin").exists()
+    admin_client.post("/admin/healing/change/", approve)  # a second click runs nothing
+    assert RemediationRun.objects.filter(change=change, action="flag_kill").count() == 1
     assert demo_call("POST", "/demo/api/generate", user="alice", body={"prompt": "a cat"}).status_code == 200
     assert stages(issue)[-2:] == ["escalated", "deployed"]
+
+
+def test_aborting_a_held_change_in_the_console_undoes_what_it_applied(sandbox, admin_client):
+    generate_fix_is([
+        {"action": "flag_disable_for_user", "params": {"flag": demo.FLAG_SESSION_FIX}},  # for alice, now
+        {"action": "flag_enable_for_user", "params": {"flag": demo.FLAG_GENERATE_RETRY}},
+        {"action": "flag_kill", "params": {"flag": demo.FLAG_SESSION_FIX}},  # held
+    ])  # fmt: skip
+    issue = report(GENERATE)
+    change = Change.objects.get(issue=issue)
+    assert change.status == ChangeStatus.IN_REVIEW
+    assert Override.objects.filter(flag=flag(demo.FLAG_SESSION_FIX), user_id="alice", enabled=False).exists()
+
+    abort = {"action": "move_to_aborted", "_selected_action": [change.pk], "why": "not this way"}
+    assert admin_client.post("/admin/healing/change/", abort).status_code == 302
+
+    change.refresh_from_db()
+    assert change.status == ChangeStatus.ABORTED
+    assert not Override.objects.filter(flag=flag(demo.FLAG_SESSION_FIX), user_id="alice").exists()
+    assert not flag(demo.FLAG_SESSION_FIX).killed
+    undo = RemediationRun.objects.get(change=change, undo_of__isnull=False)
+    assert (undo.action, undo.actor, undo.outcome) == ("flag_disable_for_user", "admin", "ok")
 
 
 def test_the_risk_gate_holds_steps_to_risk_and_their_reach():
