@@ -41,7 +41,9 @@ def change_risk(*, change: Change) -> RiskLevel:
     return max(levels, key=lambda level: level.rank)
 
 
-def step_check(*, project_id: int, risk: RiskLevel, exposure: int, now: datetime | None = None) -> PolicyDecision:
+def step_check(
+    *, project_id: int | None, risk: RiskLevel, exposure: int, now: datetime | None = None
+) -> PolicyDecision:
     """Whether Kaizen may run a remediation step of this risk, reaching `exposure` % of users, by
     itself. A step for the affected user only (exposure 0) is held to the risk cap alone, like a
     canary; one that reaches others is held to every limit a promotion to that exposure is."""
@@ -55,7 +57,7 @@ def step_check(*, project_id: int, risk: RiskLevel, exposure: int, now: datetime
     return PolicyDecision(allowed=not reasons, reasons=tuple(reasons))
 
 
-def policy_for(*, project_id: int) -> PromotionPolicy:
+def policy_for(*, project_id: int | None) -> PromotionPolicy:
     """The project's policy, else the default row, else the model's defaults (unsaved)."""
     policy = (
         PromotionPolicy.objects.filter(Q(project_id=project_id) | Q(project__isnull=True))

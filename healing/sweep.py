@@ -11,6 +11,7 @@ the reason. Deadlines outlast the task time limit, so the worker that had the st
 """
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -51,7 +52,9 @@ def stage_deadlines_sweep(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def _sweep_one(*, issue_id, stage: str, deadline: datetime, attempt: int, severity: str, now: datetime) -> str:
+def _sweep_one(
+    *, issue_id: uuid.UUID, stage: str, deadline: datetime, attempt: int, severity: str, now: datetime
+) -> str:
     allowed = settings.KAIZEN_STAGE_DEADLINES[stage]
     with transaction.atomic():
         claimed = Issue.objects.filter(pk=issue_id, stage=stage, stage_deadline=deadline).update(
@@ -68,7 +71,7 @@ def _sweep_one(*, issue_id, stage: str, deadline: datetime, attempt: int, severi
     return "resumed"
 
 
-def _publish(*, issue_id, stage: str, attempt: int, severity: str) -> None:
+def _publish(*, issue_id: uuid.UUID, stage: str, attempt: int, severity: str) -> None:
     """Send the resumption. A broker that is down costs this attempt: the deadline passes again."""
     from kaizen_site.celery import app
 
@@ -80,7 +83,7 @@ def _publish(*, issue_id, stage: str, attempt: int, severity: str) -> None:
                                                                                  "error": str(exc)})  # fmt: skip
 
 
-def _give_up(*, issue_id, stage: str, attempts: int, allowed: int) -> None:
+def _give_up(*, issue_id: uuid.UUID, stage: str, attempts: int, allowed: int) -> None:
     issue = Issue.objects.select_related("project").get(pk=issue_id)
     if stage == Stage.NEEDS_INPUT:
         why = f"No answer from the user within {timedelta(seconds=allowed)}."
