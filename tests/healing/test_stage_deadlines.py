@@ -206,3 +206,26 @@ def test_the_sweep_runs_every_minute_on_the_ops_queue(settings):
     # beside a live one.
     for stage in ("diagnosing", "root_cause_found", "fixing", "verifying"):
         assert settings.KAIZEN_STAGE_DEADLINES[stage] > settings.CELERY_TASK_TIME_LIMIT
+
+
+@pytest.mark.django_db
+def test_issues_stranded_before_deadlines_existed_get_one(settings, django_capture_on_commit_callbacks):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("healing.migrations.0007_loop_deadlines")
+    stranded = IssueFactory(stage=Stage.VERIFYING, stage_deadline=None)
+    batch = IssueFactory(stage=Stage.DETECTED, severity="P3", stage_deadline=None)
+    done = IssueFactory(stage=Stage.RESOLVED, stage_deadline=None)
+
+    migration.deadlines_for_issues_at_work(apps, None)
+
+    stranded.refresh_from_db()
+    expected = timezone.now() + timedelta(seconds=settings.KAIZEN_STAGE_DEADLINES["verifying"])
+    assert abs((stranded.stage_deadline - expected).total_seconds()) < 60
+    assert Issue.objects.filter(pk__in=[batch.pk, done.pk], stage_deadline__isnull=True).count() == 2
+    later = stranded.stage_deadline + timedelta(seconds=1)
+    with django_capture_on_commit_callbacks() as published:  # the resumption, sent after commit
+        assert sweep.stage_deadlines_sweep(now=later) == {"resumed": 1}
+    assert len(published) == 1
