@@ -174,11 +174,12 @@ def post_as_page(*, key: str, report: dict) -> requests.Response:
 
 
 def fixed_for_user_at(issue_ids: list[str], timeout: float) -> dict[str, float]:
-    """Wait until every issue is deployed/resolved or given up on; returns when each was fixed
-    for its user (the `deployed` event, or `resolved` when there was nothing to roll out)."""
+    """Wait until every issue is deployed/mitigated/resolved or given up on; returns when each was
+    fixed for its user (the `deployed` or `mitigated` event, or `resolved` when nothing rolled out)."""
     from healing.models import Issue, IssueEvent, Stage
 
-    finished = {Stage.DEPLOYED, Stage.RESOLVED, Stage.ESCALATED, Stage.ABORTED, Stage.NEEDS_INPUT}
+    fixed_stages = [Stage.DEPLOYED, Stage.MITIGATED, Stage.RESOLVED]
+    finished = {*fixed_stages, Stage.ESCALATED, Stage.ABORTED, Stage.NEEDS_INPUT}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if Issue.objects.filter(pk__in=issue_ids).exclude(stage__in=finished).count() == 0:
@@ -186,7 +187,7 @@ def fixed_for_user_at(issue_ids: list[str], timeout: float) -> dict[str, float]:
         time.sleep(0.5)
     fixed = {}
     for issue_id, at in (
-        IssueEvent.objects.filter(issue_id__in=issue_ids, stage__in=[Stage.DEPLOYED, Stage.RESOLVED])
+        IssueEvent.objects.filter(issue_id__in=issue_ids, stage__in=fixed_stages)
         .order_by("created_at")
         .values_list("issue_id", "created_at")
     ):

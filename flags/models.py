@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from healing.models import Project
+from healing.models import Project, RiskLevel
 
 # No ":" in a key: it separates the fields of the signed probe header and the bucketing input.
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -253,15 +253,6 @@ class RolloutStep(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("Rollout steps are append-only: a step cannot be deleted.")
-
-
-class RiskLevel(models.TextChoices):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-
-
-RISK_ORDER = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2}
 
 
 class PromotionPolicy(models.Model):

@@ -1,6 +1,10 @@
-"""The promotion policy: whether Kaizen may promote a rollout by itself or must wait for the
-owner's approval. The owner's PromotionPolicy caps the declared risk and the exposure promoted
-without approval, sets a daily LLM budget, and can block promotions during their night."""
+"""The promotion policy: whether Kaizen may promote a rollout, or run a remediation step that
+changes what users get, by itself, or must wait for the owner's approval. The owner's
+PromotionPolicy caps the risk and the exposure allowed without approval, sets a daily LLM budget,
+and can block promotions during their night.
+
+A Change's risk is its plan's (each registered action states its own) and its patch's: the
+policy judges what will run, not what a plan says about itself."""
 
 import re
 import zoneinfo
@@ -13,10 +17,11 @@ from django.conf import settings
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from healing.models import Change
+from healing.models import Change, RiskLevel
+from healing.remediation import raw_plan_risk
 
 from .health import phase_exposure
-from .models import RISK_ORDER, PromotionPolicy, RiskLevel, Rollout
+from .models import PromotionPolicy, Rollout
 
 # "Risk: high" in a patch summary (markdown emphasis allowed).
 RISK_LINE = re.compile(r"^\W*risk\W*[:=]\W*([a-z]+)", re.IGNORECASE | re.MULTILINE)
@@ -28,17 +33,31 @@ class PolicyDecision:
     reasons: tuple[str, ...] = ()
 
 
-def change_risk(*, change: Change) -> str:
-    """The highest risk its plan steps (params.risk) or patch summary ("Risk: high") declare;
-    low when none does."""
-    declared = [str(step.get("params", {}).get("risk", "")).strip().lower() for step in change.plan or []]
-    declared += [word.lower() for word in RISK_LINE.findall(change.patch_summary or "")]
-    # An unrecognised level ("critical", a typo) counts as the highest: a policy fails closed.
-    levels = [level if level in RISK_ORDER else RiskLevel.HIGH for level in declared if level]
-    return max(levels, key=lambda level: RISK_ORDER[level], default=RiskLevel.LOW)
+def change_risk(*, change: Change) -> RiskLevel:
+    """The highest of its plan's risk (from the action registry; a plan it refuses is high) and
+    what its patch summary declares ("Risk: high", unrecognised words count as high)."""
+    levels = [raw_plan_risk(change.plan or [])]
+    levels += [RiskLevel.parse(word) for word in RISK_LINE.findall(change.patch_summary or "")]
+    return max(levels, key=lambda level: level.rank)
 
 
-def policy_for(*, project_id: int) -> PromotionPolicy:
+def step_check(
+    *, project_id: int | None, risk: RiskLevel, exposure: int, now: datetime | None = None
+) -> PolicyDecision:
+    """Whether Kaizen may run a remediation step of this risk, reaching `exposure` % of users, by
+    itself. A step for the affected user only (exposure 0) is held to the risk cap alone, like a
+    canary; one that reaches others is held to every limit a promotion to that exposure is."""
+    now = now or timezone.now()
+    policy = policy_for(project_id=project_id)
+    reasons = []
+    if risk.rank > RiskLevel(policy.max_auto_risk).rank:
+        reasons.append(f"risk {risk} is above {policy.max_auto_risk}, the highest run without approval")
+    if exposure > 0:
+        reasons += _exposure_reasons(policy, exposure=exposure, now=now)
+    return PolicyDecision(allowed=not reasons, reasons=tuple(reasons))
+
+
+def policy_for(*, project_id: int | None) -> PromotionPolicy:
     """The project's policy, else the default row, else the model's defaults (unsaved)."""
     policy = (
         PromotionPolicy.objects.filter(Q(project_id=project_id) | Q(project__isnull=True))
@@ -80,9 +99,14 @@ def policy_check(*, rollout: Rollout, to_phase: str, now: datetime | None = None
     policy = policy_for(project_id=rollout.flag.project_id)
     reasons = []
     risk = change_risk(change=rollout.change)
-    if RISK_ORDER[risk] > RISK_ORDER[policy.max_auto_risk]:
+    if risk.rank > RiskLevel(policy.max_auto_risk).rank:
         reasons.append(f"risk {risk} is above {policy.max_auto_risk}, the highest promoted without approval")
-    exposure = phase_exposure(rollout, to_phase)
+    reasons += _exposure_reasons(policy, exposure=phase_exposure(rollout, to_phase), now=now)
+    return PolicyDecision(allowed=not reasons, reasons=tuple(reasons))
+
+
+def _exposure_reasons(policy: PromotionPolicy, *, exposure: int, now: datetime) -> list[str]:
+    reasons = []
     if exposure > policy.max_auto_exposure:
         reasons.append(f"{exposure} % exposure is over the {policy.max_auto_exposure} % allowed without approval")
     spend = llm_spend_today(now=now)
@@ -94,4 +118,4 @@ def policy_check(*, rollout: Rollout, to_phase: str, now: datetime | None = None
             f"within the blocked hours {policy.blocked_from_hour:02d}:00–{policy.blocked_to_hour:02d}:00 "
             f"({settings.KAIZEN_OWNER_TIMEZONE})"
         )
-    return PolicyDecision(allowed=not reasons, reasons=tuple(reasons))
+    return reasons

@@ -1,7 +1,7 @@
 """Progressive rollout of a Change behind its flag: canary (the affected user) → partial (a share
 of users) → full (everyone) → done. Every phase is watched; a degradation kills the flag, aborts
-the Change, escalates its issue to P0 and alerts the owner. Promotions past what the owner's
-PromotionPolicy allows wait for their approval. Once either end is committed, healing.pipeline
+the Change, raises its issue's severity a level and alerts the owner. Promotions past what the owner's
+PromotionPolicy allows wait for their approval. Once either end is committed, healing.outcomes
 takes the issue on from there (resolved and learned from, or escalated).
 
 Delivery. The end of each phase is a `flags.tasks.rollout_advance` task published after commit
@@ -33,10 +33,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from healing import outbox, pipeline
+from healing import outbox, outcomes
 from healing.audit import AUTOMATIC, audit_record
 from healing.changes import ChangeTransitionError, change_transition
-from healing.models import Change, ChangeStatus, EnqueueState, Issue, Occurrence, Severity
+from healing.classify import Impact, severity_raise
+from healing.models import Change, ChangeStatus, EnqueueState, Issue, Occurrence
 
 from . import services
 from .health import Health, error_rate_before, phase_exposure, rollout_health
@@ -244,7 +245,7 @@ def _schedule(*, rollout_id: int, phase: str, seconds: int) -> None:
 
 def _after_commit(hook, **kwargs) -> None:
     """The issue's side of a finished rollout (resolved and learned, or escalated and its pattern
-    weakened) belongs to healing.pipeline, run once the rollout's own record is committed. Its
+    weakened) belongs to healing.outcomes, run once the rollout's own record is committed. Its
     moves are claims, so running one twice is harmless; a failure there is logged and cannot
     undo the rollout (robust), least of all a kill."""
     transaction.on_commit(lambda: hook(**kwargs), robust=True)
@@ -360,7 +361,7 @@ def _promote(*, rollout: Rollout, to_phase: str, health: Health, approved_by: st
             change.status = Change.objects.filter(pk=change.pk).values_list("status", flat=True).get()
             if change.status == ChangeStatus.CANARY:
                 change_transition(change=change, to=ChangeStatus.COMPLETE, actor=actor, why=f"Rolled out: {step_why}")
-            _after_commit(pipeline.change_completed, change_id=change.pk)
+            _after_commit(outcomes.change_completed, change_id=change.pk)
         outcome = "approved" if approved_by else "completed" if to_phase == P.DONE else "promoted"
         RolloutStep.objects.create(
             rollout=rollout,
@@ -417,7 +418,7 @@ def _alert_owner(*, rollout: Rollout, kind: str, message: str, detail: dict[str,
 
 
 def _rollback(*, rollout: Rollout, why: str, actor: str, health: Health | None, now: datetime | None) -> Outcome:
-    """Kill the flag, abort the Change, escalate the issue to P0, alert the owner: one
+    """Kill the flag, abort the Change, raise the issue's severity, alert the owner: one
     transaction, claimed from whatever active phase the rollout is in (a degradation seen in
     one phase is no less real if the rollout moved on meanwhile)."""
     change, flag, now = rollout.change, rollout.flag, now or timezone.now()
@@ -443,21 +444,17 @@ def _rollback(*, rollout: Rollout, why: str, actor: str, health: Health | None, 
             except ChangeTransitionError as exc:  # complete is final: the flag is off all the same
                 logger.warning("rolled back change not aborted: %s", exc)
         if rollout.issue_id:
-            # The severity only: the issue's stage (and what its user is told) is the pipeline's,
-            # moved by the change_rolled_back hook below.
-            Issue.objects.filter(pk=rollout.issue_id).update(
-                severity=Severity.P0, enqueue_state=EnqueueState.PENDING, enqueued_at=now
-            )
-            audit_record(
-                actor=actor,
-                action="issue.escalate",
-                target=f"issue:{rollout.issue_id}",
-                detail={"severity": Severity.P0, "why": f"Rollout of {change.key} rolled back: {why}"},
-            )
+            # The severity only, one level: users exposed to the fix met a degradation. The issue's
+            # stage (and what its user is told) is healing's, moved by the change_rolled_back
+            # hook below.
+            severity_raise(issue_id=rollout.issue_id, impact=Impact.ROLLBACK, actor=actor,
+                           why=f"Rollout of {change.key} rolled back: {why}")  # fmt: skip
+            Issue.objects.filter(pk=rollout.issue_id).update(enqueue_state=EnqueueState.PENDING, enqueued_at=now)
             # As the store does: pending in this transaction, published after commit; if the
             # broker is down the outbox's re-enqueue (beat) sends it later.
             issue_id = str(rollout.issue_id)
-            transaction.on_commit(lambda: outbox.issues_enqueue(to_enqueue={issue_id: Severity.P0}))
+            severity = Issue.objects.filter(pk=rollout.issue_id).values_list("severity", flat=True).get()
+            transaction.on_commit(lambda: outbox.issues_enqueue(to_enqueue={issue_id: severity}))
         RolloutStep.objects.create(
             rollout=rollout,
             from_phase=from_phase,
@@ -471,7 +468,7 @@ def _rollback(*, rollout: Rollout, why: str, actor: str, health: Health | None, 
         audit_record(
             actor=actor, action="rollout.rollback", target=_target(rollout), detail={"from": from_phase, "why": why}
         )
-        _after_commit(pipeline.change_rolled_back, change_id=change.pk, why=why)
+        _after_commit(outcomes.change_rolled_back, change_id=change.pk, why=why)
         _alert_owner(
             rollout=rollout,
             kind="rollback",

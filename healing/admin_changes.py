@@ -16,10 +16,11 @@ from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
-from . import changes, components, patch_executor
+from . import changes, components, patch_executor, pipeline
 from .admin_common import ReadOnlyMixin, request_actor
 from .audit import audit_record
 from .models import CHANGE_KEY_PREFIX, Change, ChangeStatus, Component, PatchState, PromotionLogEntry
+from .remediation import change_steps_undo
 
 FAILED_SAVE = "_kaizen_change_failed"  # request attribute: the save showed an error, not a success
 
@@ -127,6 +128,12 @@ def _move_action(to: str):
     return admin.action(description=verb)(move)
 
 
+def _undo_applied(request, change: Change, *, why: str) -> None:
+    """An aborted Change leaves nothing of itself applied: its remediation steps are undone."""
+    report = change_steps_undo(change=change, actor=request_actor(request), why=why or "Aborted in the console.")
+    messages.info(request, f"{change.key}: {report.summary}")
+
+
 @admin.register(Change)
 class ChangeAdmin(admin.ModelAdmin):
     form = ChangeForm
@@ -140,7 +147,10 @@ class ChangeAdmin(admin.ModelAdmin):
     ordering = ("-number",)
     raw_id_fields = ("issue",)
     inlines = [PromotionLogInline]
-    actions = [*(_move_action(to) for to in ChangeStatus.values if to != ChangeStatus.DRAFT), "approve_patch"]
+    actions = [
+        *(_move_action(to) for to in ChangeStatus.values if to != ChangeStatus.DRAFT), "approve_patch",
+        "approve_held_steps",
+    ]  # fmt: skip
     readonly_fields = (
         "display_id", "status", "patch_status", "patch_build_id", "patch_error", "patch_submitted_at",
         "patch_approved_by", "patch_approved_at", "scorecard_table", "created_by", "created_at", "updated_at",
@@ -233,6 +243,9 @@ class ChangeAdmin(admin.ModelAdmin):
             setattr(request, FAILED_SAVE, True)
             problem = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             messages.error(request, f"Nothing was saved: {problem}")
+            return
+        if data.get("move_to") == ChangeStatus.ABORTED:
+            _undo_applied(request, obj, why=data["why"])
 
     def response_change(self, request, obj):
         if getattr(request, FAILED_SAVE, False):
@@ -250,8 +263,24 @@ class ChangeAdmin(admin.ModelAdmin):
                 moved.append(change.key)
             except changes.ChangeTransitionError as exc:
                 messages.error(request, str(exc))
+                continue
+            if to == ChangeStatus.ABORTED:
+                _undo_applied(request, change, why=why)
         if moved:
             messages.success(request, f"{', '.join(moved)} → {to}.")
+
+    @admin.action(description="Approve held steps (the promotion policy did not let them run unattended)")
+    def approve_held_steps(self, request, queryset) -> None:
+        for change in queryset.order_by("number"):
+            try:
+                change = pipeline.change_held_approve(change=change, actor=request_actor(request))
+            except changes.ChangeError as exc:
+                messages.error(request, str(exc))
+                continue
+            if change.status == ChangeStatus.ABORTED:
+                messages.error(request, f"{change.key}: held steps approved, but the fix failed and was undone.")
+            else:
+                messages.success(request, f"{change.key}: held steps approved and run; it is {change.status} now.")
 
     @admin.action(description="Approve patch (sends it to the executor when one is configured)")
     def approve_patch(self, request, queryset) -> None:

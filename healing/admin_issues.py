@@ -4,12 +4,12 @@
 import json
 import uuid
 
+from django import forms
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q
 from django.forms.models import BaseInlineFormSet
-from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -17,6 +17,7 @@ from django.utils.text import Truncator
 from .admin_common import ReadOnlyMixin, form_changes, request_actor
 from .audit import NOT_A_PROBLEM, audit_record
 from .models import Issue, IssueEvent, Occurrence, Stage
+from .stages import MOVES, issue_move
 
 OCCURRENCES_SHOWN = 50  # on an issue's page; the full list is in the occurrence admin
 RECENT_ENVIRONMENTS_SCANNED = 10_000
@@ -77,6 +78,21 @@ class TimelineInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
 
 
+class IssueForm(forms.ModelForm):
+    """The stage offered is one the issue may move to from where it is now (healing.stages)."""
+
+    class Meta:
+        model = Issue
+        fields = ("severity", "stage")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "stage" in self.fields:
+            current = self.instance.stage
+            offered = (current, *MOVES.get(current, ()))
+            self.fields["stage"].choices = [(stage, Stage(stage).label) for stage in offered]
+
+
 @admin.register(Issue)
 class IssueAdmin(admin.ModelAdmin):
     list_display = (
@@ -92,18 +108,31 @@ class IssueAdmin(admin.ModelAdmin):
     ordering = ("-last_seen",)
     show_full_result_count = False
     inlines = [TimelineInline, OccurrenceInline]
+    form = IssueForm
     actions = ["mark_not_a_problem"]
     fieldsets = (
         ("Triage", {"fields": ("severity", "stage", "resolved_at")}),
         (None, {"fields": ("title", "project", "type", "base_severity", "rule", "culprit")}),
         ("Counts", {"fields": ("first_seen", "last_seen", "occurrence_count", "affected_users", "times_reopened")}),
-        ("Work queue", {"fields": ("enqueue_state", "enqueued_at", "enqueue_attempts")}),
+        (
+            "Work queue",
+            {
+                "fields": (
+                    "enqueue_state",
+                    "enqueued_at",
+                    "enqueue_attempts",
+                    "stage_entered_at",
+                    "stage_deadline",
+                    "stage_attempts",
+                )
+            },
+        ),  # fmt: skip
         ("Grouping", {"classes": ("collapse",), "fields": ("id", "fingerprint", "grouping")}),
     )
     readonly_fields = (
         "title", "project", "type", "base_severity", "rule", "culprit", "first_seen", "last_seen",
         "occurrence_count", "affected_users", "times_reopened", "resolved_at", "enqueue_state", "enqueued_at",
-        "enqueue_attempts", "id", "fingerprint", "grouping",
+        "enqueue_attempts", "stage_entered_at", "stage_deadline", "stage_attempts", "id", "fingerprint", "grouping",
     )  # fmt: skip
 
     def has_add_permission(self, request) -> bool:
@@ -113,15 +142,10 @@ class IssueAdmin(admin.ModelAdmin):
     def mark_not_a_problem(self, request, queryset) -> None:
         actor = request_actor(request)
         for issue in queryset:
-            closed = (
-                Issue.objects.filter(pk=issue.pk)
-                .exclude(stage=Stage.RESOLVED)
-                .update(stage=Stage.RESOLVED, resolved_at=timezone.now())
-            )
-            if closed:
-                IssueEvent.objects.create(
-                    issue=issue, stage=Stage.RESOLVED, message="", detail=f"Not a problem: {actor}"
-                )
+            # From wherever it is that may be closed; an issue mid-fix first has to stop.
+            sources = [stage for stage, moves in MOVES.items() if Stage.RESOLVED in moves]
+            closed = issue_move(issue=issue, expected=sources, to=Stage.RESOLVED, message="",
+                                detail=f"Not a problem: {actor}", actor=actor)  # fmt: skip
             audit_record(actor=actor, action=NOT_A_PROBLEM, target=f"issue:{issue.pk}", detail={"closed": bool(closed)})
         self.message_user(request, f"{queryset.count()} issue(s) marked as not a problem.")
 
@@ -145,20 +169,20 @@ class IssueAdmin(admin.ModelAdmin):
         if not form.changed_data:
             return
         detail = form_changes(form, obj)
-        fields = list(form.changed_data)
-        if "stage" in fields:
-            obj.resolved_at = timezone.now() if obj.stage == Stage.RESOLVED else None
-            fields.append("resolved_at")
+        fields = [name for name in form.changed_data if name != "stage"]
         if "severity" in fields:
             obj.severity_pinned = True  # the owner's call outranks the rules from now on
             fields.append("severity_pinned")
         # Only what the owner changed: a full save would write back the counters as they were
         # when the page was read, undoing what ingest added since.
-        obj.save(update_fields=fields)
+        if fields:
+            obj.save(update_fields=fields)
         if "stage" in form.changed_data:
-            IssueEvent.objects.create(
-                issue=obj, stage=obj.stage, message="", detail=f"Set by {request_actor(request)} in the console."
-            )
+            actor = request_actor(request)
+            # Claimed on the stage the page showed: a pipeline move meanwhile wins, and the
+            # owner's choice is then not applied (the page offers the moves from the new stage).
+            issue_move(issue=obj, expected=form.initial["stage"], to=obj.stage, message="", actor=actor,
+                       detail=f"Set by {actor} in the console.")  # fmt: skip
         audit_record(actor=request_actor(request), action="issue.update", target=f"issue:{obj.pk}", detail=detail)
 
 

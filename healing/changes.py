@@ -322,13 +322,20 @@ def change_record_scorecard(
     verification: Mapping[str, Any] | None = None,
     metrics_before: Mapping[str, Any] | None = None,
     metrics_after: Mapping[str, Any] | None = None,
+    diagnosis: Mapping[str, Any] | None = None,
+    held: list[Mapping[str, Any]] | None = None,
 ) -> Change:
-    """Merge what was measured into the scorecard; parts not given are kept."""
+    """Merge what was measured into the scorecard; parts not given are kept. `diagnosis` is what
+    the fix came from (level, pattern, affected user); `held` the steps waiting for the owner."""
     with transaction.atomic():
         current = Change.objects.select_for_update().get(pk=change.pk)
         scorecard = dict(current.scorecard)
         if verification is not None:
             scorecard["verification"] = dict(verification)
+        if diagnosis is not None:
+            scorecard["diagnosis"] = dict(diagnosis)
+        if held is not None:
+            scorecard["held"] = [dict(step) for step in held]
         metrics = dict(scorecard.get("metrics", {}))
         if metrics_before is not None:
             metrics["before"] = dict(metrics_before)

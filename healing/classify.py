@@ -2,16 +2,24 @@
 
 The client's type is a hint. The rules (ClassificationRule rows, editable in the admin, defaults
 seeded by a migration) are tried in priority order; the first match decides type and base
-severity. Severity then escalates with the number of affected users and with recurrence.
+severity.
+
+Severity says how bad the problem is for users, never whether Kaizen could fix it ("needs a
+person" is a stage). It rises only with impact: more affected users and heavy recurrence (the
+rule's thresholds, at ingest), a fix that failed in production, a rollback (`severity_raise`).
 """
 
+import enum
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .models import ClassificationRule, Severity
+from django.db import transaction
+
+from .audit import AUTOMATIC, audit_record
+from .models import ClassificationRule, Issue, Severity
 
 SEVERITY_ORDER = [Severity.P0, Severity.P1, Severity.P2, Severity.P3]
 FALLBACK_SEVERITY = Severity.P2
@@ -133,3 +141,30 @@ def escalated_severity(*, base: str, rule: CompiledRule | None, affected_users: 
 
 def more_severe(a: str, b: str) -> str:
     return a if SEVERITY_ORDER.index(Severity(a)) <= SEVERITY_ORDER.index(Severity(b)) else b
+
+
+class Impact(enum.StrEnum):
+    """What happened to users that makes an issue worse than it was classified."""
+
+    FIX_FAILED_IN_PRODUCTION = "fix_failed_in_production"  # came back after it was resolved
+    ROLLBACK = "rollback"  # the fix degraded the product for the users it reached
+
+
+def severity_raise(*, issue_id: Any, impact: Impact, why: str, actor: str = AUTOMATIC) -> str | None:
+    """One level up for `impact` (never above P0; never over the owner's pinned severity).
+    Returns the new severity, or None when it did not change. Audited."""
+    with transaction.atomic():
+        current = Issue.objects.select_for_update().filter(pk=issue_id).values("severity", "severity_pinned").first()
+        if current is None or current["severity_pinned"]:
+            return None
+        raised = raise_severity(current["severity"], 1)
+        if raised == current["severity"]:
+            return None
+        Issue.objects.filter(pk=issue_id).update(severity=raised)
+        audit_record(
+            actor=actor,
+            action="issue.severity_raise",
+            target=f"issue:{issue_id}",
+            detail={"from": current["severity"], "to": raised, "impact": str(impact), "why": why},
+        )
+    return raised

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from kaizen_site.llm import LLM_OFF, InvalidOutput, LLMError, llm_call
 
-from .models import Issue, Project
+from .models import Issue, Project, RiskLevel
 
 TOOL_NAME = "submit_diagnosis"
 MAX_TOKENS = 8192
@@ -79,7 +79,7 @@ class PlanStep(_Strict):
 class CodePatch(_Strict):
     diff: str = Field(min_length=1, max_length=50_000, description="A unified diff: ---/+++ headers, @@ hunks.")
     files: list[str] = Field(min_length=1, max_length=50)
-    risk: Literal["low", "medium", "high"]
+    risk: RiskLevel = Field(strict=False)  # the one scale; the model answers with its value
 
     @field_validator("diff")
     @classmethod

@@ -107,10 +107,18 @@ def _lock(change: Change) -> None:
 
 
 def incident_learn(
-    *, change: Change, pattern: ErrorPattern | None = None, root_cause: str = "", actor: str = AUTOMATIC
+    *,
+    change: Change,
+    pattern: ErrorPattern | None = None,
+    root_cause: str = "",
+    actor: str = AUTOMATIC,
+    outcome: str = IncidentOutcome.FIXED,
 ) -> Incident:
-    """Record a completed change's incident and learn from it. `pattern` is the one the fix came
-    from, when the caller knows it; otherwise it is looked up (same plan, and the same
+    """Record a completed change's incident and learn from it. `outcome` is FIXED when the cause
+    was fixed for everyone, MITIGATED when the fix acted for the affected user only (its pattern
+    still counts a success: it did what it does, and the next user is mitigated at once).
+
+    `pattern` is the one the fix came from, when the caller knows it; otherwise it is looked up (same plan, and the same
     fingerprint or a confident match), and a new one is made when none fits."""
     if change.issue_id is None:
         raise LearningError(f"{change.key} is not linked to an issue: there is nothing to learn from.")
@@ -150,7 +158,7 @@ def incident_learn(
             root_cause=root_cause or change.objective or change.title,
             fix_plan=list(change.plan),
             fix_summary=change.patch_summary,
-            outcome=IncidentOutcome.FIXED,
+            outcome=outcome,
         )
         audit_record(
             actor=actor,
@@ -158,7 +166,7 @@ def incident_learn(
             target=f"incident:{incident.pk}",
             detail={
                 "change": change.key, "issue": str(issue.pk), "pattern": pattern.pk if pattern else None,
-                "pattern_created": created, "not_learned": not_learned,
+                "pattern_created": created, "not_learned": not_learned, "outcome": outcome,
             },
         )  # fmt: skip
         patterns_changed()  # the incident's symptoms are a new example of its pattern

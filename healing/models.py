@@ -38,6 +38,8 @@ class Stage(models.TextChoices):
     FIXING = "fixing"
     VERIFYING = "verifying"
     DEPLOYED = "deployed"
+    # Fixed for the affected user by a per-user remediation; the cause is not fixed for everyone.
+    MITIGATED = "mitigated"
     RESOLVED = "resolved"
     ESCALATED = "escalated"
     ABORTED = "aborted"
@@ -187,12 +189,24 @@ class Issue(models.Model):
     enqueue_state = models.CharField(max_length=10, choices=EnqueueState.choices, default=EnqueueState.NONE)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     enqueue_attempts = models.PositiveIntegerField(default=0)
+    # --- Stage deadlines (healing.stages): when the work of the current stage must be done by.
+    stage_entered_at = models.DateTimeField(null=True, blank=True)
+    stage_deadline = models.DateTimeField(
+        null=True, blank=True, help_text="Past it, the sweep resumes the stage's work or escalates; empty: final."
+    )
+    # A database default: ingest inserts issues in raw SQL that names only its own columns.
+    stage_attempts = models.PositiveSmallIntegerField(
+        db_default=0, help_text="Times the sweep resumed the current stage after its deadline passed."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "fingerprint"], name="issue_unique_fingerprint")]
         indexes = [
             models.Index(fields=["project", "-last_seen"]),
             models.Index(fields=["enqueue_state", "enqueued_at"]),
+            models.Index(
+                fields=["stage_deadline"], condition=models.Q(stage_deadline__isnull=False), name="issue_stage_deadline"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -525,9 +539,25 @@ class RemediationHook(models.Model):
 
 
 class RiskLevel(models.TextChoices):
+    """How much harm a change can do if it is wrong: the one scale for remediation actions, code
+    patches and the owner's promotion policy."""
+
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return RISK_ORDER.index(self)
+
+    @classmethod
+    def parse(cls, value: object) -> "RiskLevel":
+        """A declared level; anything unrecognised ("critical", a typo) is HIGH: risk fails closed."""
+        text = str(value or "").strip().lower()
+        return cls(text) if text in cls.values else cls.HIGH
+
+
+RISK_ORDER = [RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH]
 
 
 class RemediationOutcome(models.TextChoices):
@@ -577,6 +607,7 @@ class RemediationRun(models.Model):
 
 class IncidentOutcome(models.TextChoices):
     FIXED = "fixed"
+    MITIGATED = "mitigated", "mitigated (fixed for the affected user only)"
     FIX_FAILED = "fix_failed", "fix failed"
 
 

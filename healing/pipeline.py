@@ -1,71 +1,47 @@
 """The healing pipeline for one issue.
 
 detected → diagnosing → root_cause_found | needs_input → fixing → verifying → deployed → resolved,
-or escalated / aborted. Every stage is claimed with a conditional UPDATE on the issue's stage, so a
-redelivered or duplicate task finds the stage already taken and does nothing; every transition is
-an IssueEvent (what the affected user is told, and the internal detail for the owner).
+or mitigated (fixed for the affected user only), escalated or aborted. The moves, and how long each
+stage may take, are healing.stages; every move is a claim on the stage the caller expects, so a
+redelivered or duplicate task finds the stage already taken and does nothing. A stage whose worker
+died is resumed by the deadline sweep (healing.sweep) through `issue_resume`.
 
 Diagnosis: the pattern library first (Level 0, no LLM call), then Claude when configured. The fix
-is a Change: steps that are not behind a flag (owner webhooks, cache clears...) run now for the
-affected user; a flag step is what the rollout turns on, canary first (the affected user), after
-verification replayed the failing request 5 + 5 times with the flag forced on in the sandbox.
+is a Change whose plan is split by reach (healing.plan_split): steps for the affected user alone
+run now, if the owner's promotion policy lets that risk run unattended; the flag step is what the
+rollout turns on, canary first; steps that reach other users never run before verification, and
+then only within the policy, otherwise they wait for the owner. When the Change aborts, every step
+it applied is undone, newest first.
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
-from prometheus_client import Histogram
+
+from flags.models import ACTIVE_PHASES, Rollout
 
 from . import metrics
 from .audit import AUTOMATIC, audit_record
-from .models import Issue, IssueEvent, Occurrence, Severity, Stage
+from .models import Change, ChangeStatus, Issue, IssueEvent, Occurrence, Severity, Stage
+from .outcomes import (
+    OPEN_FIX_STATUSES,
+    change_abort,
+    change_completed,
+    diagnosis_of,
+    fix_abort,
+    issue_deployed,
+    issue_escalate,
+    issue_mitigated,
+    level_of,
+)
+from .plan_split import FLAG_ACTIONS, PlanSplit, plan_split
+from .remediation import RemediationContext, change_steps_undo, remediation_plan_run
+from .stages import USER_MESSAGES, issue_move
 
 logger = logging.getLogger("kaizen.pipeline")
-
-# What the affected user's popup says at each stage.
-USER_MESSAGES = {
-    Stage.DETECTED: "We noticed a problem and are looking into it.",
-    Stage.DIAGNOSING: "We're working out what went wrong.",
-    Stage.ROOT_CAUSE_FOUND: "We found the cause and are preparing a fix.",
-    Stage.NEEDS_INPUT: "We need a little more information from you to fix this.",
-    Stage.FIXING: "Applying a fix.",
-    Stage.VERIFYING: "Checking that the fix works.",
-    Stage.DEPLOYED: "Fixed! Please try again.",
-    Stage.RESOLVED: "Fixed for everyone.",
-    Stage.ESCALATED: "This one needs a person: the team has been alerted.",
-    Stage.ABORTED: "The automatic fix didn't hold; the team has been alerted.",
-}
-# Steps the rollout applies (through the flag), not the pipeline.
-FLAG_ACTIONS = {"flag_enable_for_user"}
-
-MTTR = Histogram(
-    "kaizen_mttr_seconds",
-    "Time from detection to fixed: for the affected user (canary) and for everyone (full rollout).",
-    ["scope", "level"],
-    buckets=(1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600),
-)
-
-
-def _move(
-    issue: Issue, *, expected: str | tuple[str, ...], to: str, detail: str = "", message: str | None = None
-) -> bool:
-    """Claim a stage: only one caller moves the issue from `expected`; the event is recorded with it."""
-    expected = (expected,) if isinstance(expected, str) else expected
-    with transaction.atomic():
-        moved = Issue.objects.filter(pk=issue.pk, stage__in=expected).update(
-            stage=to, resolved_at=timezone.now() if to == Stage.RESOLVED else None
-        )
-        if moved:
-            IssueEvent.objects.create(
-                issue=issue, stage=to, message=USER_MESSAGES.get(to, "") if message is None else message, detail=detail
-            )
-    if moved:
-        issue.stage = to
-    return bool(moved)
 
 
 def issue_process(*, issue_id: str) -> bool:
@@ -111,30 +87,62 @@ def issue_heal(*, issue: Issue) -> bool:
     """Diagnose, fix, verify and deploy. Raises LLMError (transient) for the task to retry."""
     from kaizen_site.llm import LLMError
 
-    if not _move(issue, expected=Stage.DETECTED, to=Stage.DIAGNOSING):
+    if not issue_move(issue=issue, expected=Stage.DETECTED, to=Stage.DIAGNOSING):
         return False
+    _regression_check(issue)
     occurrence = _latest_occurrence(issue)
     try:
         diagnosis = diagnose(issue=issue, occurrence=occurrence)
     except LLMError:
-        _move(issue, expected=Stage.DIAGNOSING, to=Stage.DETECTED, message="", detail="LLM unavailable; retrying")
+        issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.DETECTED, message="",
+                   detail="LLM unavailable; retrying")  # fmt: skip
         raise
     if diagnosis["outcome"] == "needs_input":
-        _move(issue, expected=Stage.DIAGNOSING, to=Stage.NEEDS_INPUT, detail=diagnosis["reason"],
-              message=diagnosis["question"] or USER_MESSAGES[Stage.NEEDS_INPUT])  # fmt: skip
+        issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.NEEDS_INPUT, detail=diagnosis["reason"],
+                   message=diagnosis["question"] or USER_MESSAGES[Stage.NEEDS_INPUT])  # fmt: skip
         return True
     if diagnosis["outcome"] != "plan":
         issue_escalate(issue=issue, expected=Stage.DIAGNOSING, why=diagnosis["reason"])
         return True
-    _move(issue, expected=Stage.DIAGNOSING, to=Stage.ROOT_CAUSE_FOUND, detail=diagnosis["root_cause"],
-          message=diagnosis["user_message"] or USER_MESSAGES[Stage.ROOT_CAUSE_FOUND])  # fmt: skip
-    try:
-        change_fix(issue=issue, occurrence=occurrence, diagnosis=diagnosis)
-    except Exception as exc:  # noqa: BLE001 - whatever broke, the issue must not sit half-fixed unseen
-        logger.exception("automatic fix failed", extra={"issue": str(issue.pk)})
-        busy = (Stage.ROOT_CAUSE_FOUND, Stage.FIXING, Stage.VERIFYING)
-        issue_escalate(issue=issue, expected=busy, why=f"The automatic fix failed: {type(exc).__name__}: {exc}")
+    issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.ROOT_CAUSE_FOUND, detail=diagnosis["root_cause"],
+               message=diagnosis["user_message"] or USER_MESSAGES[Stage.ROOT_CAUSE_FOUND])  # fmt: skip
+    _guarded(change_fix, issue=issue, occurrence=occurrence, diagnosis=diagnosis)
     return True
+
+
+def _guarded(work: Callable[..., None], *, issue: Issue, **kwargs: Any) -> None:
+    """Run a stage's work on `issue`; whatever breaks, the issue must not sit half-fixed unseen."""
+    try:
+        work(issue=issue, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - escalated with the reason, and logged
+        logger.exception("automatic fix failed", extra={"issue": str(issue.pk)})
+        change = Change.objects.filter(issue=issue, status__in=OPEN_FIX_STATUSES).order_by("-number").first()
+        why = f"The automatic fix failed: {type(exc).__name__}: {exc}"
+        if change is not None:
+            change_abort(change=change, why=why)
+        issue_escalate(issue=issue, expected=BUSY, why=why)
+
+
+# Stages in which the pipeline's own work is under way on a Change.
+BUSY = (Stage.ROOT_CAUSE_FOUND, Stage.FIXING, Stage.VERIFYING)
+
+
+def _regression_check(issue: Issue) -> None:
+    """Back after a Change fixed it for everyone: that fix failed in production, which is impact
+    (one severity level) and a failure of its pattern. Once per fix (its incident records it)."""
+    from .classify import Impact, severity_raise
+    from .learning import incident_fix_failed
+    from .models import IncidentOutcome
+
+    fixed = Change.objects.filter(
+        issue=issue, status=ChangeStatus.COMPLETE, incident__outcome=IncidentOutcome.FIXED
+    ).order_by("-number").first()  # fmt: skip
+    if fixed is None:
+        return
+    incident_fix_failed(change=fixed)
+    raised = severity_raise(issue_id=issue.pk, impact=Impact.FIX_FAILED_IN_PRODUCTION,
+                            why=f"It came back after {fixed.key} fixed it for everyone.")  # fmt: skip
+    issue.severity = raised or issue.severity
 
 
 def diagnose(*, issue: Issue, occurrence: Occurrence | None) -> dict[str, Any]:
@@ -181,16 +189,10 @@ def _flag_of(plan: list[Mapping[str, Any]]) -> str:
 
 
 def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mapping[str, Any]) -> None:
-    """Open the Change, run its non-flag steps, verify in the sandbox, then deploy or abort."""
-    from flags.rollout import rollout_start
-
-    from . import verify
+    """Open the Change (the diagnosis recorded on it, so a resumed stage knows it), then fix."""
     from .changes import change_create, change_record_scorecard, change_transition
-    from .models import ChangeStatus
-    from .remediation import RemediationContext, remediation_plan_run
 
     plan = list(diagnosis["plan"])
-    user_id = occurrence.user_id if occurrence else ""
     change = change_create(
         title=f"Fix: {issue.title}"[:255],
         severity=issue.severity,
@@ -200,35 +202,55 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
         objective=diagnosis["root_cause"],
         success_criteria="The failing request succeeds 10/10 in the sandbox (5 as the user, 5 as a generic account).",
         abort_criteria="Any replay fails, the issue occurs again during verification or rollout, or errors rise.",
-        rollback_plan="Kill the flag; undo the remediation steps.",
+        rollback_plan="Kill the flag; undo the remediation steps, newest first.",
         actor=AUTOMATIC,
         why=f"{diagnosis['level']} diagnosis",
     )
+    change = change_record_scorecard(
+        change=change,
+        actor=AUTOMATIC,
+        diagnosis={"level": diagnosis["level"], "pattern_id": diagnosis["pattern_id"],
+                   "user_id": occurrence.user_id if occurrence else ""},
+    )  # fmt: skip
     for to in (ChangeStatus.PLANNED, ChangeStatus.IN_PROGRESS):
         change = change_transition(change=change, to=to, actor=AUTOMATIC, why="healing pipeline")
-    _move(issue, expected=Stage.ROOT_CAUSE_FOUND, to=Stage.FIXING, detail=change.key)
+    if issue_move(issue=issue, expected=Stage.ROOT_CAUSE_FOUND, to=Stage.FIXING, detail=change.key):
+        change_apply(issue=issue, change=change)
 
-    direct_steps = [s for s in plan if s["action"] not in FLAG_ACTIONS]
-    if direct_steps:
-        report = remediation_plan_run(
-            plan=direct_steps, context=RemediationContext(issue=issue, change=change, user_id=user_id), actor=AUTOMATIC
-        )
+
+def _context(issue: Issue, change: Change) -> RemediationContext:
+    return RemediationContext(issue=issue, change=change, user_id=diagnosis_of(change)["user_id"])
+
+
+def change_apply(*, issue: Issue, change: Change) -> None:
+    """The fixing stage: run the steps for the affected user, then verify. Nothing that reaches
+    other users runs here. Resumed after a crash, it first undoes what the dead run applied, so
+    the stage runs again from a clean slate rather than half on top of itself."""
+    split = plan_split(change=change)
+    change_steps_undo(change=change, actor=AUTOMATIC, why="fixing again from the start")
+    if split.direct:
+        report = remediation_plan_run(plan=[e.raw for e in split.direct], context=_context(issue, change),
+                                      actor=AUTOMATIC)  # fmt: skip
         if not report.ok:
-            _abort(
-                issue=issue,
-                change=change,
-                expected=Stage.FIXING,
-                why=report.summary,
-                pattern_id=diagnosis["pattern_id"],
-            )
+            fix_abort(issue=issue, change=change, expected=Stage.FIXING, why=report.summary)
             return
+    if issue_move(issue=issue, expected=Stage.FIXING, to=Stage.VERIFYING, detail=change.key):
+        change_verify(issue=issue, change=change, split=split)
 
-    _move(issue, expected=Stage.FIXING, to=Stage.VERIFYING, detail=change.key)
-    before = issue.occurrence_count
+
+def change_verify(*, issue: Issue, change: Change, split: PlanSplit | None = None) -> None:
+    """The verifying stage: replay in the sandbox, then deploy, hold for the owner, or abort."""
+    from . import verify
+    from .changes import change_record_scorecard, change_transition
+
+    split = split or plan_split(change=change)
+    diagnosis = diagnosis_of(change)
+    occurrence = _latest_occurrence(issue)
+    before = Issue.objects.filter(pk=issue.pk).values_list("occurrence_count", flat=True).get()
     verdict = verify.change_verify(
         replay=verify.replay_of(occurrence.payload) if occurrence else None,
         project_id=issue.project_id,
-        affected_user=user_id,
+        affected_user=diagnosis["user_id"],
         flag_key=change.flag_key or None,
         occurrences_before=before,
         occurrences_now=lambda: Issue.objects.filter(pk=issue.pk).values_list("occurrence_count", flat=True).get(),
@@ -245,44 +267,118 @@ def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mappin
         },
     )
     if not verdict.passed:
-        _abort(
-            issue=issue,
-            change=change,
-            expected=Stage.VERIFYING,
-            why=verdict.summary(),
-            pattern_id=diagnosis["pattern_id"],
-        )
+        fix_abort(issue=issue, change=change, expected=Stage.VERIFYING, why=verdict.summary())
         return
-
     change = change_transition(change=change, to=ChangeStatus.IN_REVIEW, actor=AUTOMATIC, why=verdict.summary())
+    if split.held:
+        _hold(issue=issue, change=change, split=split)
+        return
+    change_deploy(issue=issue, change=change, split=split, expected=Stage.VERIFYING)
+
+
+def _hold(*, issue: Issue, change: Change, split: PlanSplit) -> None:
+    """Steps the policy does not let run unattended wait for the owner's approval (the console's
+    "approve held steps"); the issue needs a person meanwhile. What ran for the user stays: it
+    passed verification."""
+    from .changes import change_record_scorecard
+
+    held = [{"step": e.number, "action": e.raw["action"], "reasons": list(e.reasons)} for e in split.held]
+    change_record_scorecard(change=change, actor=AUTOMATIC, held=held)
+    why = "Waiting for the owner's approval: " + "; ".join(
+        f"step {h['step']} ({h['action']}): {', '.join(h['reasons'])}" for h in held
+    )
+    issue_escalate(issue=issue, expected=Stage.VERIFYING, why=why)
+
+
+def change_held_approve(*, change: Change, actor: str) -> Change:
+    """The owner approves the steps the policy held: they run now, and the fix goes on as if the
+    policy had allowed them (audited as the owner's decision). Claimed under the Change's lock, so
+    a second click runs nothing. Returns the Change as it ends up (aborted if a step failed)."""
+    from .changes import ChangeError, change_record_scorecard
+
+    with transaction.atomic():
+        current = Change.objects.select_for_update(of=("self",)).select_related("issue__project").get(pk=change.pk)
+        if current.status != ChangeStatus.IN_REVIEW or not current.scorecard.get("held") or current.issue is None:
+            raise ChangeError(f"{current.key} has no steps waiting for approval.")
+        held = current.scorecard["held"]
+        current = change_record_scorecard(change=current, actor=actor, held=[])
+        audit_record(actor=actor, action="change.approve_held", target=f"change:{current.key}", detail={"steps": held})
+    split = plan_split(change=current, approved=True)
+    _guarded(change_deploy, issue=current.issue, change=current, split=split, expected=Stage.ESCALATED, actor=actor)
+    return Change.objects.get(pk=current.pk)
+
+
+def change_deploy(*, issue: Issue, change: Change, split: PlanSplit, expected: str, actor: str = AUTOMATIC) -> None:
+    """A verified Change reaches users: the steps that reach others (within the policy or
+    approved), then the rollout of its flag, or the end of the fix when it has none."""
+    from flags.rollout import rollout_start
+
+    from .changes import change_record_scorecard, change_transition
+
+    if split.wide:
+        report = remediation_plan_run(plan=[e.raw for e in split.wide], context=_context(issue, change), actor=actor)
+        if not report.ok:
+            fix_abort(issue=issue, change=change, expected=expected, why=report.summary)
+            return
+    level, user_id = diagnosis_of(change)["level"], diagnosis_of(change)["user_id"]
     running = _active_rollout(issue=issue, flag_key=change.flag_key)
     if running is not None:
         # The same fix is already rolling out for another issue: give it to this user now and let
         # that rollout take it to everyone (one flag, one rollout).
-        flag_steps = [s for s in plan if s["action"] in FLAG_ACTIONS]
-        context = RemediationContext(issue=issue, change=change, user_id=user_id)
-        remediation_plan_run(plan=flag_steps, context=context, actor=AUTOMATIC)
+        remediation_plan_run(plan=[e.raw for e in split.rollout], context=_context(issue, change), actor=actor)
         change = change_record_scorecard(
-            change=change, actor=AUTOMATIC, metrics_after={"rides_rollout_of": running.change.key}
+            change=change, actor=actor, metrics_after={"rides_rollout_of": running.change.key}
         )
         change = change_transition(
-            change=change, to=ChangeStatus.CANARY, actor=AUTOMATIC, why=f"rides {running.change.key}"
+            change=change, to=ChangeStatus.CANARY, actor=actor, why=f"rides {running.change.key}"
         )
-        _deployed(issue=issue, change=change, level=diagnosis["level"])
+        issue_deployed(issue=issue, change=change, level=level, expected=expected)
     elif change.flag_key:
-        rollout_start(change=change, actor=AUTOMATIC, affected_user_id=user_id, **rollout_durations())
-        _deployed(issue=issue, change=change, level=diagnosis["level"])
+        rollout_start(change=change, actor=actor, affected_user_id=user_id, **rollout_durations())
+        issue_deployed(issue=issue, change=change, level=level, expected=expected)
     else:
-        # Nothing to roll out: the fix (a webhook, a cache clear) is already in place for everyone it concerns.
+        # Nothing to roll out: what ran is in place for everyone it concerns.
         for to in (ChangeStatus.CANARY, ChangeStatus.COMPLETE):
-            change = change_transition(change=change, to=to, actor=AUTOMATIC, why=verdict.summary())
-        _deployed(issue=issue, change=change, level=diagnosis["level"])
+            change = change_transition(change=change, to=to, actor=actor, why="verified; nothing to roll out")
+        if split.per_user_only:
+            issue_mitigated(issue=issue, change=change, expected=expected)
+        else:
+            issue_deployed(issue=issue, change=change, level=level, expected=expected)
+            change_completed(change_id=change.pk)
+
+
+def change_continue(*, issue: Issue, change: Change, stage: str) -> None:
+    """Take a Change on from the status it was left in when the worker running `stage` died:
+    each status's next step, claimed like the first time, so nothing runs twice."""
+    status = Change.objects.filter(pk=change.pk).values_list("status", flat=True).get()
+    change.status = status
+    if status == ChangeStatus.IN_PROGRESS and stage == Stage.FIXING:
+        _guarded(change_apply, issue=issue, change=change)
+    elif status == ChangeStatus.IN_PROGRESS and stage == Stage.VERIFYING:
+        _guarded(change_verify, issue=issue, change=change)
+    elif status == ChangeStatus.IN_REVIEW and stage == Stage.VERIFYING:
+        split = plan_split(change=change)
+        work = _hold if split.held else change_deploy
+        extra = {} if split.held else {"expected": Stage.VERIFYING}
+        _guarded(work, issue=issue, change=change, split=split, **extra)
+    elif status == ChangeStatus.CANARY:  # the rollout started (or this one rides another)
+        issue_deployed(issue=issue, change=change, level=level_of(change), expected=stage)
+    elif status == ChangeStatus.COMPLETE and stage == Stage.VERIFYING:
+        if plan_split(change=change).per_user_only:
+            issue_mitigated(issue=issue, change=change, expected=stage)
+        else:
+            issue_deployed(issue=issue, change=change, level=level_of(change), expected=stage)
+            change_completed(change_id=change.pk)
+    elif status == ChangeStatus.COMPLETE:
         change_completed(change_id=change.pk)
+    elif status == ChangeStatus.ABORTED:
+        change_steps_undo(change=change, actor=AUTOMATIC, why="aborted while its worker was gone")
+        issue_escalate(issue=issue, expected=stage, why=f"{change.key} was aborted", to=Stage.ABORTED, change=change)
+    else:
+        issue_escalate(issue=issue, expected=stage, why=f"{change.key} is {status}, which {stage} cannot take on")
 
 
-def _active_rollout(*, issue: Issue, flag_key: str):
-    from flags.models import ACTIVE_PHASES, Rollout
-
+def _active_rollout(*, issue: Issue, flag_key: str) -> Rollout | None:
     if not flag_key:
         return None
     return (
@@ -298,97 +394,3 @@ def rollout_durations() -> dict[str, int]:
         "partial_seconds": settings.KAIZEN_ROLLOUT_PARTIAL_SECONDS,
         "full_seconds": settings.KAIZEN_ROLLOUT_FULL_SECONDS,
     }
-
-
-def _level(change) -> str:
-    return (change.scorecard.get("verification") or {}).get("level") or "pattern"
-
-
-def _deployed(*, issue: Issue, change, level: str) -> None:
-    if _move(issue, expected=Stage.VERIFYING, to=Stage.DEPLOYED, detail=change.key):
-        first_seen = Issue.objects.filter(pk=issue.pk).values_list("first_seen", flat=True).get()
-        MTTR.labels(scope="user", level=level).observe((timezone.now() - first_seen).total_seconds())
-
-
-def change_completed(*, change_id: int) -> None:
-    """A Change's fix reached everyone: the issue is resolved and the incident learned."""
-    from .learning import incident_learn
-    from .models import Change
-
-    change = Change.objects.select_related("issue").get(pk=change_id)
-    _riders_complete(change)
-    issue = change.issue
-    if issue is None or not _move(
-        issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), to=Stage.RESOLVED, detail=change.key
-    ):
-        return
-    MTTR.labels(scope="full", level=_level(change)).observe((timezone.now() - issue.first_seen).total_seconds())
-    pattern_id = (change.scorecard.get("verification") or {}).get("pattern_id")
-    from .models import ErrorPattern
-
-    incident_learn(change=change, pattern=ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None)
-    metrics.FIXES.labels(outcome="resolved", level=_level(change)).inc()
-    from .rca import rca_draft_for_incident
-
-    rca_draft_for_incident(issue=issue, change=change)  # P0/P1 only; outside any transaction (it may ask the LLM)
-
-
-def _riders_complete(change) -> None:
-    """Changes that rode this one's rollout are complete with it."""
-    from .changes import change_transition
-    from .models import Change, ChangeStatus
-
-    riders = Change.objects.filter(
-        status=ChangeStatus.CANARY, flag_key=change.flag_key, scorecard__metrics__after__rides_rollout_of=change.key
-    )
-    for rider in riders:
-        rider = change_transition(
-            change=rider, to=ChangeStatus.COMPLETE, actor=AUTOMATIC, why=f"{change.key} rolled out"
-        )
-        change_completed(change_id=rider.pk)
-
-
-def change_rolled_back(*, change_id: int, why: str) -> None:
-    """The rollout saw a degradation and rolled back (it already killed the flag and raised the
-    issue to P0): the issue is escalated and the pattern weakened."""
-    from .learning import incident_fix_failed
-    from .models import Change
-
-    change = Change.objects.select_related("issue").get(pk=change_id)
-    if change.issue is not None:
-        issue_escalate(
-            issue=change.issue, expected=(Stage.DEPLOYED, Stage.VERIFYING), why=why, to=Stage.ABORTED, change=change
-        )
-        incident_fix_failed(change=change)
-    metrics.FIXES.labels(outcome="rolled_back", level=_level(change)).inc()
-
-
-def _abort(*, issue: Issue, change, expected: str, why: str, pattern_id: int | None) -> None:
-    from .changes import change_transition
-    from .learning import incident_fix_failed
-    from .models import ChangeStatus, ErrorPattern
-
-    change = change_transition(change=change, to=ChangeStatus.ABORTED, actor=AUTOMATIC, why=why)
-    issue_escalate(issue=issue, expected=expected, why=why, to=Stage.ABORTED, change=change)
-    pattern = ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None
-    incident_fix_failed(change=change, pattern=pattern)
-    metrics.FIXES.labels(outcome="aborted", level=_level(change)).inc()
-
-
-def issue_escalate(
-    *, issue: Issue, expected: str | tuple[str, ...], why: str, to: str = Stage.ESCALATED, change=None
-) -> None:
-    """A person is needed: the issue goes to P0, the owner is alerted and gets a draft RCA."""
-    from .rca import rca_draft_for_incident
-
-    if not _move(issue, expected=expected, to=to, detail=why):
-        return
-    with transaction.atomic():
-        Issue.objects.filter(pk=issue.pk).update(severity=Severity.P0)
-        # The owner alert; notifications (push, SMS, email, Slack) subscribe to this audit action.
-        audit_record(
-            actor=AUTOMATIC, action="owner.alert", target=f"issue:{issue.pk}", detail={"stage": to, "why": why}
-        )
-    logger.warning("issue escalated to the owner", extra={"issue": str(issue.pk), "stage": to, "why": why})
-    issue.severity = Severity.P0
-    rca_draft_for_incident(issue=issue, change=change)

@@ -39,6 +39,9 @@ ISSUE_COLUMNS = {
     "enqueued_at": "timestamptz", "enqueue_attempts": "integer", "severity_pinned": "boolean",
 }  # fmt: skip
 ISSUE_USER_COLUMNS = {"issue_id": "uuid", "user_key": "text"}
+# A new report of a resolved issue means the fix did not hold; of a mitigated one, that its cause
+# (fixed only for the users already affected) reached someone else: both go back to work.
+REOPENED_BY_NEW_REPORTS = (Stage.RESOLVED, Stage.MITIGATED)
 
 
 @dataclass
@@ -238,7 +241,9 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
         pairs = sorted((issue_id, user) for issue_id, group in groups.items() for user in group.users)
         reopened = set(
             str(pk)
-            for pk in Issue.objects.filter(id__in=list(groups), stage=Stage.RESOLVED).values_list("id", flat=True)
+            for pk in Issue.objects.filter(id__in=list(groups), stage__in=REOPENED_BY_NEW_REPORTS).values_list(
+                "id", flat=True
+            )
         )
         new_users = _insert_users(pairs)
         changed_severity: dict[str, tuple[str, str]] = {}
@@ -275,7 +280,7 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
 def _reopen(issue_ids: set[str], now: datetime) -> None:
     from django.db.models import F
 
-    Issue.objects.filter(id__in=issue_ids, stage=Stage.RESOLVED).update(
+    Issue.objects.filter(id__in=issue_ids, stage__in=REOPENED_BY_NEW_REPORTS).update(
         stage=Stage.DETECTED,
         resolved_at=None,
         times_reopened=F("times_reopened") + 1,

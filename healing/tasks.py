@@ -5,7 +5,7 @@ from django.db import DatabaseError
 
 from kaizen_site.llm import LLMError
 
-from . import outbox, pipeline, retention
+from . import outbox, pipeline, retention, sweep
 
 
 # LLMError reaches here only when transient (rate-limited, overloaded, unreachable): try later.
@@ -28,3 +28,16 @@ def reenqueue_pending() -> int:
 @shared_task(acks_late=True, expires=3600)
 def trim_occurrences() -> int:
     return retention.occurrences_trim()
+
+
+@shared_task(acks_late=True, expires=55)
+def sweep_stage_deadlines() -> dict[str, int]:
+    # Beat, every minute, on the ops queue; expires before the next one so a stopped worker's
+    # backlog of sweeps does not pile up.
+    return sweep.stage_deadlines_sweep()
+
+
+@shared_task(acks_late=True, autoretry_for=(DatabaseError, LLMError), retry_backoff=5, max_retries=6)
+def resume_issue(issue_id: str, stage: str, attempt: int) -> str:
+    # Sent by the sweep on the issue's severity queue; a stale attempt does nothing.
+    return sweep.issue_resume(issue_id=issue_id, stage=stage, attempt=attempt)

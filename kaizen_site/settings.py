@@ -219,6 +219,12 @@ CELERY_BEAT_SCHEDULE = {
     "p3-daily-batch": {"task": "healing.tasks.process_p3_batch", "schedule": 24 * 3600.0},
     # Rollout phases end by ETA task; this ends any whose task was lost and watches every phase.
     "sweep-rollouts": {"task": "flags.tasks.rollouts_sweep", "schedule": 30.0, "options": {"queue": "ops"}},
+    # Resumes (or escalates) issues whose stage outlived its deadline: a worker died mid-stage.
+    "sweep-stage-deadlines": {
+        "task": "healing.tasks.sweep_stage_deadlines",
+        "schedule": 60.0,
+        "options": {"queue": "ops"},
+    },
 }
 
 # --- Kaizen ---------------------------------------------------------------------------------
@@ -253,6 +259,19 @@ KAIZEN_REMEDIATION_TASKS: dict[str, list[str]] = {}
 KAIZEN_ROLLOUT_CANARY_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_CANARY_SECONDS", "300"))
 KAIZEN_ROLLOUT_PARTIAL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_PARTIAL_SECONDS", "1800"))
 KAIZEN_ROLLOUT_FULL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_FULL_SECONDS", "1800"))
+# How long each stage of the healing loop may take (seconds) before the deadline sweep resumes its
+# work (healing.sweep); a stage missing here has no deadline. The stages a worker runs must allow
+# more than CELERY_TASK_TIME_LIMIT, so a resumed stage never runs beside a live one. `deployed`
+# covers the whole rollout; `needs_input` is how long the user has to answer.
+KAIZEN_STAGE_DEADLINES = {
+    stage: int(os.environ.get(f"KAIZEN_DEADLINE_{stage.upper()}_SECONDS", default))
+    for stage, default in {
+        "detected": "900", "diagnosing": "900", "root_cause_found": "900", "fixing": "900", "verifying": "900",
+        "deployed": str(2 * 24 * 3600), "needs_input": str(3 * 24 * 3600),
+    }.items()
+}  # fmt: skip
+# Times a stage is resumed after its deadline before the issue is escalated with the reason.
+KAIZEN_STAGE_RESUMES = int(os.environ.get("KAIZEN_STAGE_RESUMES", "2"))
 # The sandbox honours signed X-Kaizen-Probe headers that force a flag on for one user (flags.probes).
 KAIZEN_SANDBOX_MODE = env_bool("KAIZEN_SANDBOX_MODE")
 # Unset, a local sandbox (`make run`) makes its own random secret under var/ (kaizen_site.sandbox_secret).

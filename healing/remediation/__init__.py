@@ -11,7 +11,10 @@ from .plans import (
     PlanReport,
     RemediationPlanError,
     Step,
+    UndoReport,
+    change_steps_undo,
     plan_risk,
+    raw_plan_risk,
     remediation_plan_run,
     remediation_plan_validate,
     remediation_step_run,
@@ -20,6 +23,6 @@ from .plans import (
 
 __all__ = [
     "ACTIONS", "Action", "Outcome", "PlanReport", "RemediationContext", "RemediationError", "RemediationPlanError",
-    "Step", "plan_risk", "register", "remediation_plan_run", "remediation_plan_validate", "remediation_step_run",
-    "remediation_undo",
+    "Step", "UndoReport", "change_steps_undo", "plan_risk", "raw_plan_risk", "register", "remediation_plan_run",
+    "remediation_plan_validate", "remediation_step_run", "remediation_undo",
 ]  # fmt: skip

@@ -71,6 +71,14 @@ class Action:
     Params: ClassVar[type[Params]] = Params
     # Why this action is never undone (empty: it can be). A plan rollback reports it.
     no_undo: ClassVar[str] = ""
+    # True when it acts for one user (the affected one) only: a plan made of such steps fixes that
+    # user's case (the issue is mitigated), not the cause for everyone.
+    per_user: ClassVar[bool] = False
+
+    def exposure(self, params: Params) -> int:
+        """The share of all users (0–100 %) whose product changes when it runs; 0 for a step that
+        acts for the affected user only (like a canary, it reaches no one the bug spared)."""
+        return 0
 
     def check(self, params: Params, *, project: Project | None) -> list[str]:
         """Problems only the project can reveal (a hook that does not exist); none by default."""

@@ -65,6 +65,7 @@ def _override_state(override: Override | None) -> dict[str, Any] | None:
 class _UserOverride(Action):
     Params = ForUserParams
     enabled: bool
+    per_user = True
 
     def run(self, params: ForUserParams, context: RemediationContext) -> Outcome:
         flag = _flag(context, params.flag)
@@ -121,6 +122,9 @@ class FlagSetRollout(Action):
     summary = "Set the share of users (0–100 %) who get a flag."
     Params = RolloutParams
 
+    def exposure(self, params: RolloutParams) -> int:
+        return params.percentage
+
     def run(self, params: RolloutParams, context: RemediationContext) -> Outcome:
         flag = _flag(context, params.flag)
         with transaction.atomic():
@@ -153,6 +157,9 @@ class FlagKill(Action):
     risk = RiskLevel.HIGH  # off for everyone at once, overrides included
     summary = "Pull a flag's kill switch."
     Params = FlagParams
+
+    def exposure(self, params: FlagParams) -> int:
+        return 100
 
     def run(self, params: FlagParams, context: RemediationContext) -> Outcome:
         flag = _flag(context, params.flag)

@@ -13,12 +13,11 @@ from django.utils import timezone
 from pydantic import ValidationError as ParamsError
 
 from ..audit import audit_record
-from ..models import Project, RemediationOutcome, RemediationRun, RiskLevel
+from ..models import RISK_ORDER, Change, Project, RemediationOutcome, RemediationRun, RiskLevel
 from .base import ACTIONS, Action, Outcome, Params, RemediationContext, RemediationError
 
 logger = logging.getLogger("kaizen.remediation")
 
-RISK_ORDER = [RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH]
 MAX_STEPS = 20
 
 
@@ -77,9 +76,18 @@ def remediation_plan_validate(plan: Any, *, project: Project | None = None) -> l
     return steps
 
 
-def plan_risk(steps: Sequence[Step]) -> str:
+def plan_risk(steps: Sequence[Step]) -> RiskLevel:
     """The highest risk among the steps (low for an empty plan)."""
     return max((step.action.risk for step in steps), key=RISK_ORDER.index, default=RiskLevel.LOW)
+
+
+def raw_plan_risk(plan: Any) -> RiskLevel:
+    """The risk of a plan as stored on a Change: a plan the registry refuses (an action that no
+    longer exists, params it no longer takes) cannot be judged, so it counts as high."""
+    try:
+        return plan_risk(remediation_plan_validate(plan))
+    except RemediationPlanError:
+        return RiskLevel.HIGH
 
 
 def _call(fn, *args) -> Outcome:
@@ -215,4 +223,48 @@ def remediation_plan_run(*, plan: Sequence[Mapping[str, Any]], context: Remediat
     )  # fmt: skip
     if not report.ok:
         logger.warning("remediation plan failed", extra={"plan_run": str(report.plan_run), "summary": report.summary})
+    return report
+
+
+@dataclass
+class UndoReport:
+    undone: list[RemediationRun] = field(default_factory=list)  # the undo runs, newest step first
+    not_undone: list[str] = field(default_factory=list)  # steps left in place, and why
+
+    @property
+    def summary(self) -> str:
+        text = f"{len(self.undone)} step(s) undone."
+        return text + (f" Left in place: {'; '.join(self.not_undone)}." if self.not_undone else "")
+
+
+def change_steps_undo(*, change: Change, actor: str, why: str) -> UndoReport:
+    """Undo every step that ran for `change` and is still in place, newest first: an aborted
+    Change must leave nothing of itself applied. Idempotent (an undone step is not undone twice)."""
+    report = UndoReport()
+    applied = RemediationRun.objects.select_related("project", "issue", "change").filter(
+        change=change, undo_of__isnull=True, outcome=RemediationOutcome.OK, undone_at__isnull=True
+    )
+    applied = list(applied.order_by("-started_at", "-id"))
+    if not applied:
+        return report  # nothing of it in place: nothing to record either
+    for run in applied:
+        if run.undo_data is None:
+            action = ACTIONS.get(run.action)
+            why_kept = (action.no_undo if action else "") or "it left nothing to undo"
+            report.not_undone.append(f"step {run.step} ({run.action}): {why_kept}")
+            continue
+        undo = remediation_undo(run=run, actor=actor)
+        if undo is None:
+            continue  # undone meanwhile by someone else
+        report.undone.append(undo)
+        if undo.outcome != RemediationOutcome.OK:
+            report.not_undone.append(f"step {run.step} ({run.action}): its undo failed: {undo.error}")
+    audit_record(
+        actor=actor,
+        action="change.undo_steps",
+        target=f"change:{change.key}",
+        detail={"why": why, "undone": [run.undo_of_id for run in report.undone], "not_undone": report.not_undone},
+    )
+    if report.not_undone:
+        logger.warning("aborted change left steps in place", extra={"change": change.key, "left": report.not_undone})
     return report

@@ -49,6 +49,7 @@ class CeleryTaskRetry(Action):
     summary = "Send an allow-listed Celery task again, with the given args, to one of its queues."
     Params = TaskParams
     no_undo = "a task once sent cannot be called back"
+    per_user = True  # it redoes one dropped job; whatever dropped it is still there
 
     def run(self, params: TaskParams, context: RemediationContext) -> Outcome:
         queue = params.queue or retryable_tasks()[params.task][0]

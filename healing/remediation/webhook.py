@@ -135,6 +135,7 @@ class WebhookCall(Action):
     risk = RiskLevel.MEDIUM  # what it does is the owner's code
     summary = "Call one of the owner's remediation webhooks (signed), with params its schema allows."
     Params = WebhookParams
+    per_user = True  # the hook is called for the affected user (the envelope names them)
 
     def check(self, params: WebhookParams, *, project: Project | None) -> list[str]:
         if project is None:

@@ -23,7 +23,7 @@ from flags import rollout as engine
 from flags.evaluate import bucket, flag_enabled, snapshot_forget
 from flags.models import Flag, FlagChange, FlagStatus, Override, PromotionPolicy, Rollout, RolloutStep
 from flags.rollout import Outcome, RolloutError, rollout_advance, rollout_start, rollouts_sweep
-from healing import pipeline
+from healing import outcomes
 from healing.changes import change_create, change_transition
 from healing.models import AuditEntry, Change, ChangeStatus, EnqueueState, PromotionLogEntry
 from tests.factories import IssueFactory, OccurrenceFactory
@@ -100,7 +100,7 @@ def users_in_bucket(flag, *, within: int, n: int, inside: bool = True) -> list[s
 
 def test_promote_path_end_to_end(start, issue, allow_all, monkeypatch, django_capture_on_commit_callbacks):
     told = []
-    monkeypatch.setattr(pipeline, "change_completed", lambda **kw: told.append(kw))
+    monkeypatch.setattr(outcomes, "change_completed", lambda **kw: told.append(kw))
     rollout, t0 = start()
     flag, change = rollout.flag, rollout.change
     flag.refresh_from_db()
@@ -207,7 +207,7 @@ def test_degradation_during_the_canary_rolls_back(
     start, issue, allow_all, broker, monkeypatch, django_capture_on_commit_callbacks
 ):
     told = []
-    monkeypatch.setattr(pipeline, "change_rolled_back", lambda **kw: told.append(kw))
+    monkeypatch.setattr(outcomes, "change_rolled_back", lambda **kw: told.append(kw))
     rollout, t0 = start()
     flag, change = rollout.flag, rollout.change
     OccurrenceFactory(issue=issue, user_id=AFFECTED, received_at=t0 + timedelta(minutes=1))  # the fix did not fix it
@@ -225,15 +225,15 @@ def test_degradation_during_the_canary_rolls_back(
     assert "1 new occurrence(s) of the watched issue" in rollout.health_notes
     assert flag.killed and flag.killed_by == "kaizen" and not enabled_for(flag, AFFECTED)
     assert change.status == ChangeStatus.ABORTED
-    assert issue.severity == "P0"
+    assert (issue.base_severity, issue.severity) == ("P2", "P1")  # a rollback is impact: one level up
     assert told == [{"change_id": change.pk, "why": step_why}]  # the pipeline escalates the issue's stage
-    # Re-enqueued on the P0 queue like the outbox does, and marked sent once the broker took it.
-    assert issue.enqueue_state == EnqueueState.SENT and broker.llen("P0") == 1
+    # Re-enqueued on its (new) severity's queue like the outbox does, and marked sent once the broker took it.
+    assert issue.enqueue_state == EnqueueState.SENT and broker.llen("P1") == 1
     assert (step.from_phase, step.outcome, step.metrics["watched_new"], step.metrics["degraded"]) == (
         "canary", "rolled_back", 1, True,
     )  # fmt: skip
     actions = set(AuditEntry.objects.values_list("action", flat=True))
-    assert {"flag.kill", "change.transition", "issue.escalate", "rollout.rollback", "owner.alert"} <= actions
+    assert {"flag.kill", "change.transition", "issue.severity_raise", "rollout.rollback", "owner.alert"} <= actions
     alert = AuditEntry.objects.get(action="owner.alert")
     assert alert.detail["kind"] == "rollback" and change.key in alert.detail["message"]
     assert PromotionLogEntry.objects.filter(change=change, to_status="aborted").exists()
@@ -435,18 +435,21 @@ def test_risk_above_the_policy_waits_for_approval(start, issue):
     assert rollout_advance(rollout_id=rollout.pk, expected_phase="canary", now=t0 + CANARY) == "awaiting_approval"
 
 
-def test_risk_comes_from_the_plan_or_the_patch_else_low():
+def test_risk_comes_from_the_actions_of_the_plan_or_the_patch_else_low():
     def risk(**fields):
         return promotion.change_risk(
             change=Change(plan=fields.get("plan", []), patch_summary=fields.get("summary", ""))
         )
 
+    enable = {"action": "flag_enable_for_user", "params": {"flag": "fix"}}
     assert risk() == "low"
+    assert risk(plan=[enable]) == "low"
+    # Each registered action states its risk: the policy sees a kill switch for what it is.
+    assert risk(plan=[enable, {"action": "flag_kill", "params": {"flag": "fix"}}]) == "high"
+    assert risk(plan=[{"action": "flag_set_rollout", "params": {"flag": "fix", "percentage": 100}}]) == "medium"
     assert risk(summary="Raise the timeout.\n\n**Risk:** medium\n") == "medium"
-    assert (
-        risk(plan=[{"action": "a", "params": {"risk": "low"}}, {"action": "b", "params": {"risk": "HIGH"}}]) == "high"
-    )
-    assert risk(plan=[{"action": "a", "params": {"risk": "critical"}}]) == "high"  # unknown: fail closed
+    assert risk(summary="Risk: critical") == "high"  # unknown word: fail closed
+    assert risk(plan=[{"action": "migrate_schema", "params": {}}]) == "high"  # not runnable: fail closed
 
 
 def test_llm_spend_over_the_daily_budget_waits_for_approval(start):

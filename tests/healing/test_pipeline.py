@@ -121,11 +121,15 @@ def test_generate_silent_failure_is_fixed_for_the_user_then_everyone(sandbox):
 def test_paid_credits_are_resynced_through_the_owner_webhook(sandbox):
     demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
     issue = report(CREDITS)
-    assert issue.stage == Stage.RESOLVED  # no flag to roll out: the webhook fixed it for the user
+    # The webhook fixed alice's balance, not whatever lost her purchase: mitigated, not resolved.
+    assert (issue.stage, issue.resolved_at) == (Stage.MITIGATED, None)
+    assert "still being worked on" in IssueEvent.objects.filter(issue=issue).last().message
     run = RemediationRun.objects.get(action="webhook_call")
     assert run.outcome == "ok"
     assert demo_call("GET", "/demo/api/credits", user="alice").json() == {"credits": 100, "pending": 0}
-    assert Change.objects.get(issue=issue).status == ChangeStatus.COMPLETE
+    change = Change.objects.get(issue=issue)
+    assert change.status == ChangeStatus.COMPLETE
+    assert Incident.objects.get(change=change).outcome == "mitigated"
 
 
 def test_session_expired_after_login_is_fixed_for_the_user(sandbox):
@@ -157,7 +161,7 @@ def test_a_fix_that_does_not_verify_is_aborted_and_escalated(sandbox):
     forget_patterns()
     issue = report(GENERATE)
     assert stages(issue)[-1] == "aborted"
-    assert issue.severity == "P0"
+    assert issue.severity == issue.base_severity  # a fix that failed in the sandbox hurt no one
     change = Change.objects.get(issue=issue)
     assert change.status == ChangeStatus.ABORTED
     assert change.scorecard["verification"]["summary"].startswith("0/10")
@@ -199,12 +203,15 @@ def test_p0_and_p1_incidents_get_a_draft_rca(sandbox):
     from healing.models import RootCauseAnalysis
 
     demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
-    resolved = report(CREDITS)
+    mitigated = report(CREDITS)  # P1: its cause still needs a person, who gets the write-up
     escalated = report({"type": "ERROR", "message": "Totally new kind of failure", "user": {"id": "bob"}})
+    login = report({"type": "AUTH_ISSUE", "message": "Totally new login failure", "user": {"id": "carol"}})
+    assert (escalated.stage, escalated.severity) == (Stage.ESCALATED, "P2")  # escalation is not impact
+    assert (login.stage, login.severity) == (Stage.ESCALATED, "P1")
     drafts = {rca.issue_id: rca for rca in RootCauseAnalysis.objects.all()}
-    assert set(drafts) == {resolved.pk, escalated.pk}
-    assert drafts[resolved.pk].change == Change.objects.get(issue=resolved)
-    assert "## Root cause" in drafts[escalated.pk].draft
+    assert set(drafts) == {mitigated.pk, login.pk}  # P0/P1 only: the P2 one gets none
+    assert "## Root cause" in drafts[login.pk].draft
+    assert drafts[mitigated.pk].change == Change.objects.get(issue=mitigated)
 
 
 def test_a_first_seen_problem_is_diagnosed_by_the_llm_and_the_next_one_by_the_learned_pattern(

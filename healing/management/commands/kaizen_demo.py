@@ -61,11 +61,13 @@ class Command(BaseCommand):
             },
         )
 
-        # The demo lets Kaizen take a verified fix to everyone on its own, at any hour, so a person
-        # can watch an issue go all the way to resolved; a real project starts from the stricter default.
+        # The demo lets Kaizen take a verified fix to everyone on its own, at any hour, and run the
+        # owner's credit-resync webhook (medium risk) unattended, so a person can watch an issue go all
+        # the way through; a real project starts from the stricter default.
         PromotionPolicy.objects.get_or_create(
             project=project,
             defaults={
+                "max_auto_risk": "medium",
                 "max_auto_exposure": 100,
                 "blocked_from_hour": None,
                 "blocked_to_hour": None,
