@@ -21,11 +21,12 @@ import orjson
 import pytest
 import redis
 from django.conf import settings
+from django.db import DataError
 from hypothesis import HealthCheck, assume, event, given, note
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from healing.models import Issue, IssueType
+from healing.models import Issue, IssueType, Occurrence
 
 pytestmark = pytest.mark.django_db
 
@@ -255,7 +256,7 @@ def _outside_storable_years(timestamp) -> bool:
     try:
         # Before year 1000 the store writes an unpadded year PostgreSQL refuses or misreads.
         return datetime.fromisoformat(timestamp).astimezone(UTC).year < 1000
-    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+    except (OverflowError, ValueError):  # year 1 east of UTC (or naive: local time), year 9999 west of it
         return True
 
 
@@ -267,6 +268,19 @@ def _skip_known_timestamp_defect(records: list[dict]) -> None:
     """
     if any(_outside_storable_years(r["report"].get("timestamp")) for r in records):
         _stream().delete(settings.KAIZEN_INGEST_STREAM)  # never let the drain see it
+        event("set aside: known timestamp defect")
+        assume(False)
+
+
+def answered(call):
+    """The response to `call()`. KNOWN DEFECT (issue 7, point 1), as in
+    `_skip_known_timestamp_defect`: in direct mode the unstorable timestamp fails the request
+    itself, and the test client re-raises the server's exception; only that one is set aside."""
+    try:
+        return call()
+    except (OverflowError, ValueError, DataError) as exc:
+        if "out of range" not in str(exc):
+            raise
         event("set aside: known timestamp defect")
         assume(False)
 
@@ -284,6 +298,14 @@ def check(response, ingest_written) -> None:
         assert ingest_written() == {"queued": 0, "occurrences": 0, "issues": 0}
         return
     assert status in (200, 202)
+    if settings.KAIZEN_INGEST_MODE == "direct":  # stored before the answer: it names what it accepted
+        answer = response.json()
+        accepted = {uuid.UUID(i) for i in (answer.get("event_id"), answer.get("id")) if i}
+        written = ingest_written()
+        assert written["queued"] == 0
+        assert {o.event_id for o in Occurrence.objects.all()} == accepted
+        assert written["issues"] == len(accepted)
+        return
     records = _queued_records()
     _skip_known_timestamp_defect(records)
     written = ingest_written()
@@ -304,10 +326,17 @@ def fresh():
 
 
 @pytest.fixture(autouse=True)
-def stream_mode(settings):
-    if not settings.REDIS_URL:
+def ingest_mode(request, settings):
+    """Stream mode unless a test asks for direct too (the envelope's answer names one event only,
+    so in direct mode there would be nothing to compare the stored rows with)."""
+    mode = getattr(request, "param", "stream")
+    if mode == "stream" and not settings.REDIS_URL:
         pytest.skip("the stream mode needs Redis")
-    settings.KAIZEN_INGEST_MODE = "stream"
+    settings.KAIZEN_INGEST_MODE = mode
+    return mode
+
+
+BOTH_MODES = pytest.mark.parametrize("ingest_mode", ["stream", "direct"], indirect=True)
 
 
 # --- Native endpoint --------------------------------------------------------------------------
@@ -315,6 +344,7 @@ def stream_mode(settings):
 CONTENT_TYPES = ["application/json", "text/plain;charset=UTF-8", "application/json; charset=utf-8", "text/csv"]
 
 
+@BOTH_MODES
 @PROPERTY
 @given(data=st.data())
 def test_native_endpoint(client, project_key, ingest_written, fresh, data):
@@ -324,20 +354,24 @@ def test_native_endpoint(client, project_key, ingest_written, fresh, data):
     if encoding:
         headers["Content-Encoding"] = encoding
     content_type = data.draw(st.sampled_from(CONTENT_TYPES))
-    check(client.post("/api/v1/issues", data=body, content_type=content_type, headers=headers), ingest_written)
+    response = answered(lambda: client.post("/api/v1/issues", data=body, content_type=content_type, headers=headers))
+    check(response, ingest_written)
 
 
+@BOTH_MODES
 @PROPERTY
 @given(report=mutated(valid_reports))
 def test_native_endpoint_mutated_reports_plain(client, project_key, ingest_written, fresh, report):
     """Mutated reports alone, serialized faithfully: most reach validation rather than the parser."""
     fresh()
     assume(all(not (isinstance(v, float) and not math.isfinite(v)) for v in _leaves(report)))
-    response = client.post(
-        "/api/v1/issues",
-        data=as_json(report),
-        content_type="application/json",
-        HTTP_X_KAIZEN_KEY=project_key.public_key,
+    response = answered(
+        lambda: client.post(
+            "/api/v1/issues",
+            data=as_json(report),
+            content_type="application/json",
+            HTTP_X_KAIZEN_KEY=project_key.public_key,
+        )
     )
     check(response, ingest_written)
 
@@ -378,6 +412,7 @@ store_bodies = st.one_of(
 )
 
 
+@BOTH_MODES
 @PROPERTY
 @given(data=st.data())
 def test_sentry_store_endpoint(client, project_key, ingest_written, fresh, data):
@@ -385,7 +420,9 @@ def test_sentry_store_endpoint(client, project_key, ingest_written, fresh, data)
     body, encoding = data.draw(store_bodies.flatmap(encoded))
     auth = data.draw(st.sampled_from(AUTH))
     content_type = data.draw(st.sampled_from(["application/json", "text/plain", "application/octet-stream"]))
-    response = sentry_post(client, project_key, "store", body, encoding=encoding, auth=auth, content_type=content_type)
+    response = answered(
+        lambda: sentry_post(client, project_key, "store", body, encoding=encoding, auth=auth, content_type=content_type)
+    )
     check(response, ingest_written)
 
 
