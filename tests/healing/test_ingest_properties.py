@@ -17,6 +17,7 @@ import math
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import quote
 
 import brotli
 import orjson
@@ -24,7 +25,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import DataError
-from hypothesis import HealthCheck, assume, event, given, note
+from hypothesis import HealthCheck, assume, event, example, given, note
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -338,7 +339,7 @@ class Example:
 
 
 @pytest.fixture
-def example(caplog, ingest_written, monkeypatch) -> Example:
+def ingest_example(caplog, ingest_written, monkeypatch) -> Example:
     return Example(caplog=caplog, ingest_written=ingest_written, monkeypatch=monkeypatch)
 
 
@@ -359,22 +360,22 @@ CONTENT_TYPES = ["application/json", "text/plain;charset=UTF-8", "application/js
 
 @PROPERTY
 @given(data=st.data())
-def test_native_endpoint(client, project_key, example, data):
-    example.start()
+def test_native_endpoint(client, project_key, ingest_example, data):
+    ingest_example.start()
     body, encoding = data.draw(native_bodies.flatmap(encoded))
     headers = {"X-Kaizen-Key": project_key.public_key}
     if encoding:
         headers["Content-Encoding"] = encoding
     content_type = data.draw(st.sampled_from(CONTENT_TYPES))
     response = answered(lambda: client.post("/api/v1/issues", data=body, content_type=content_type, headers=headers))
-    example.check(response)
+    ingest_example.check(response)
 
 
 @PROPERTY
 @given(report=mutated(valid_reports))
-def test_native_endpoint_mutated_reports_plain(client, project_key, example, report):
+def test_native_endpoint_mutated_reports_plain(client, project_key, ingest_example, report):
     """Mutated reports alone, serialized faithfully: most reach validation rather than the parser."""
-    example.start()
+    ingest_example.start()
     assume(all(not (isinstance(v, float) and not math.isfinite(v)) for v in _leaves(report)))
     response = answered(
         lambda: client.post(
@@ -384,7 +385,7 @@ def test_native_endpoint_mutated_reports_plain(client, project_key, example, rep
             HTTP_X_KAIZEN_KEY=project_key.public_key,
         )
     )
-    example.check(response)
+    ingest_example.check(response)
 
 
 def _leaves(value):
@@ -425,21 +426,21 @@ store_bodies = st.one_of(
 
 @PROPERTY
 @given(data=st.data())
-def test_sentry_store_endpoint(client, project_key, example, data):
-    example.start()
+def test_sentry_store_endpoint(client, project_key, ingest_example, data):
+    ingest_example.start()
     body, encoding = data.draw(store_bodies.flatmap(encoded))
     auth = data.draw(st.sampled_from(AUTH))
     content_type = data.draw(st.sampled_from(["application/json", "text/plain", "application/octet-stream"]))
     response = answered(
         lambda: sentry_post(client, project_key, "store", body, encoding=encoding, auth=auth, content_type=content_type)
     )
-    example.check(response)
+    ingest_example.check(response)
 
 
 @PROPERTY
 @given(data=st.data())
-def test_sentry_envelope_endpoint(client, project_key, example, data):
-    example.start()
+def test_sentry_envelope_endpoint(client, project_key, ingest_example, data):
+    ingest_example.start()
     body, encoding = data.draw(
         st.one_of(envelopes(), envelopes(), envelopes(), st.binary(max_size=600)).flatmap(encoded)
     )
@@ -448,4 +449,28 @@ def test_sentry_envelope_endpoint(client, project_key, example, data):
     response = sentry_post(
         client, project_key, "envelope", body, encoding=encoding, auth=auth, content_type=content_type
     )
-    example.check(response)
+    ingest_example.check(response)
+
+
+# --- Keys -------------------------------------------------------------------------------------
+
+KEYED_PATHS = ["/api/v1/issues?key={}", "/api/{project}/store/?sentry_key={}", "/api/{project}/envelope/?sentry_key={}"]
+
+
+@PROPERTY
+@given(key=st.text(min_size=1, max_size=80), path=st.sampled_from(KEYED_PATHS), origin=st.booleans())
+@example(key="\x00", path=KEYED_PATHS[0], origin=True)
+@example(key="ab\x00cd", path=KEYED_PATHS[1], origin=False)
+@example(key="k" * 65, path=KEYED_PATHS[2], origin=True)
+def test_any_key_in_the_query(client, project_key, ingest_example, key, path, origin):
+    """Browsers send the key in the query, where it can hold anything (a NUL included), and the
+    CORS check reads it before authentication does."""
+    ingest_example.start()
+    assume(key != project_key.public_key)
+    url = path.replace("{project}", str(project_key.project_id)).format(quote(key, safe=""))
+    headers = {"Origin": "https://app.example.com"} if origin else {}
+    response = client.post(url, data=b'{"message": "x"}', content_type="text/plain", headers=headers)
+    assert response.status_code in (401, 403)
+    ingest_example.check(response)
+    flags = client.get(f"/api/v1/flags?user=1&key={quote(key, safe='')}", headers=headers)
+    assert flags.status_code in (401, 403) and set(flags.json()) == {"error", "detail"}
