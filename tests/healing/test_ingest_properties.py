@@ -7,8 +7,7 @@ occurrence per event it accepted. Bodies are arbitrary JSON, mutated valid repor
 envelopes with mangled framing, random bytes, and any of those under a right, wrong or unknown
 Content-Encoding.
 
-Bounded and derandomized (a fixed sequence of examples, no example database), so a run costs
-seconds and a failure reproduces on every machine.
+Bounded and derandomized (tests.strategies.PROPERTY), so CI stays fast and a failure reproduces.
 """
 
 import gzip
@@ -25,40 +24,19 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import DataError
-from hypothesis import HealthCheck, assume, event, example, given, note
-from hypothesis import settings as hypothesis_settings
+from hypothesis import assume, event, example, given, note
 from hypothesis import strategies as st
 
 from healing import ingest
 from healing.models import Issue, IssueType, Occurrence
 
-pytestmark = [pytest.mark.django_db, pytest.mark.parametrize("ingest_mode", ["stream", "direct"], indirect=True)]
+from ..strategies import PROPERTY, as_json, json_scalars, json_values
 
-PROPERTY = hypothesis_settings(
-    max_examples=150,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    # One database transaction and one project for all examples of a test: each example starts by
-    # clearing what the previous one stored, and the property compares against that.
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+pytestmark = [pytest.mark.django_db, pytest.mark.parametrize("ingest_mode", ["stream", "direct"], indirect=True)]
 
 # --- Strategies -------------------------------------------------------------------------------
 
 texts = st.text(max_size=40)
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)  # past 64 bits too
-    | st.floats()  # NaN and infinities serialize as bare tokens: not JSON
-    | st.text(max_size=60)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=16,
-)
 zones = st.sampled_from([None, UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12, minutes=30))])
 iso_times = st.datetimes(timezones=zones).map(lambda d: d.isoformat())
 
@@ -171,10 +149,6 @@ def mutated(draw, base):
                 node.append(draw(json_values))
             break
     return value
-
-
-def as_json(value) -> bytes:
-    return json.dumps(value, allow_nan=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 ENCODINGS = ["", "identity", "gzip", "x-gzip", "deflate", "br", "compress", "gzip, br", "GZIP"]
