@@ -94,6 +94,8 @@ def forget_keys() -> None:
 def project_for_key(public_key: str) -> ProjectAuth | None:
     """Resolve a public key, cached in-process for KAIZEN_KEY_CACHE_SECONDS: the ingest path must
     not pay a query per report. Unknown keys are cached too, so a flood of bad keys is cheap."""
+    if "\x00" in public_key:  # no key holds a NUL, and PostgreSQL refuses to even compare one
+        return None
     now = time.monotonic()
     hit = _keys.get(public_key)
     if hit is not None and hit[0] > now:

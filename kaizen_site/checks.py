@@ -13,7 +13,8 @@ def owner_settings(app_configs, **kwargs):
     problems = []
     try:
         zoneinfo.ZoneInfo(settings.KAIZEN_OWNER_TIMEZONE)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    # A folder of the zone database ("Europe") or an over-long name raises OSError, not "not found".
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         problems.append(
             Error(
                 f"KAIZEN_OWNER_TIMEZONE={settings.KAIZEN_OWNER_TIMEZONE!r} is not an IANA timezone name.",

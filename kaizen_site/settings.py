@@ -207,7 +207,12 @@ CELERY_TIMEZONE = "UTC"
 SEVERITY_QUEUES = ("P0", "P1", "P2", "P3")
 CELERY_TASK_QUEUES = [Queue(name) for name in (*SEVERITY_QUEUES, "notify", "research", "ops")]
 CELERY_TASK_DEFAULT_QUEUE = "ops"
-CELERY_TASK_ROUTES = {"notifications.*": {"queue": "notify"}, "research.*": {"queue": "research"}}
+CELERY_TASK_ROUTES = {
+    "notifications.*": {"queue": "notify"},
+    "research.*": {"queue": "research"},
+    # The daily batch heals many minor issues in one run: on the P3 queue, never on the urgent workers.
+    "healing.tasks.process_p3_batch": {"queue": "P3"},
+}
 # Worker groups: `urgent` never shares a process with a P2/P3 flood.
 CELERY_WORKER_GROUPS = {"urgent": "P0,P1,notify,ops", "routine": "P2,P3,research"}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

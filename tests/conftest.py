@@ -11,7 +11,7 @@ from django.conf import settings
 from django.test import Client
 
 from healing import classify, patterns, projects, stream
-from healing.models import ClassificationRule, ErrorPattern
+from healing.models import ClassificationRule, ErrorPattern, Issue, Occurrence
 from kaizen_site.celery import app as celery_app
 
 from .factories import ProjectKeyFactory
@@ -102,6 +102,21 @@ def drain():
         return stream.drain(stop=threading.Event(), until_empty=True, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def ingest_written(drain):
+    """What ingest has written since the last call: entries appended to the stream (counted before
+    they are drained), then the occurrences and issues in the database once drained."""
+
+    def counts() -> dict[str, int]:
+        queued = 0
+        if settings.KAIZEN_INGEST_MODE == "stream":
+            queued = redis.Redis.from_url(settings.REDIS_URL).xlen(settings.KAIZEN_INGEST_STREAM)
+        drain()
+        return {"queued": queued, "occurrences": Occurrence.objects.count(), "issues": Issue.objects.count()}
+
+    return counts
 
 
 @pytest.fixture

@@ -175,6 +175,8 @@ def test_a_kill_without_a_body_is_fine(client, project_key, flags):
         HTTP_X_KAIZEN_KEY=project_key.public_key, HTTP_AUTHORIZATION=f"Bearer {OWNER}",
     )  # fmt: skip
     assert response.status_code == 200, response.content
+    assert Flag.objects.get(key="on").killed
+    assert FlagChange.objects.get(action="kill").why == "Kill switch pulled over the API."
 
 
 @pytest.mark.parametrize("bearer", [None, "", "wrong", "Secret", "secret2"])
@@ -190,12 +192,14 @@ def test_another_projects_secret_cannot_kill(api, flags):
 
     ProjectKeyFactory(secret_hash=hash_secret("their-secret"))
     assert api("post", "/api/v1/flags/on/kill", bearer="their-secret").status_code == 403
+    assert not Flag.objects.get(key="on").killed and not FlagChange.objects.filter(action="kill").exists()
 
 
 def test_a_revoked_key_cannot_kill(api, flags, project_key):
     project_key.is_active = False
     project_key.save()
     assert api("post", "/api/v1/flags/on/kill", bearer=OWNER).status_code == 403
+    assert not Flag.objects.get(key="on").killed and not FlagChange.objects.filter(action="kill").exists()
 
 
 def test_a_staff_session_may_kill(api, flags, client, django_user_model):
@@ -224,11 +228,13 @@ def test_a_staff_session_needs_the_csrf_token(flags, project_key, django_user_mo
 def test_a_non_staff_session_may_not_kill(api, flags, client, django_user_model):
     client.force_login(django_user_model.objects.create_user("someone"))
     assert api("post", "/api/v1/flags/on/kill", {"why": "x"}).status_code == 403
+    assert not Flag.objects.get(key="on").killed and not FlagChange.objects.filter(action="kill").exists()
 
 
 def test_killing_an_unknown_flag_is_404(api, flags):
     response = api("post", "/api/v1/flags/nope/kill", {"why": "x"}, bearer=OWNER)
     assert response.status_code == 404 and _error(response) == "unknown_flag"
+    assert not Flag.objects.filter(killed=True).exists() and not FlagChange.objects.filter(action="kill").exists()
 
 
 def test_the_owner_changes_the_rollout(api, flags):
@@ -250,11 +256,16 @@ def test_a_percentage_outside_0_100_is_400(api, flags, percentage):
 
 def test_an_empty_change_is_400(api, flags):
     assert api("patch", "/api/v1/flags/half", {"why": "nothing"}, bearer=OWNER).status_code == 400
+    assert not FlagChange.objects.filter(action="update").exists()
 
 
 def test_the_public_key_alone_cannot_change_a_flag(api, flags):
     assert api("patch", "/api/v1/flags/half", {"rollout_percentage": 100}).status_code == 403
+    assert Flag.objects.get(key="half").rollout_percentage == 50
+    assert not FlagChange.objects.filter(action="update").exists()
 
 
 def test_changing_an_unknown_flag_is_404(api, flags):
     assert api("patch", "/api/v1/flags/nope", {"enabled": True}, bearer=OWNER).status_code == 404
+    assert set(Flag.objects.values_list("key", flat=True)) == {"on", "off", "half"}
+    assert not FlagChange.objects.filter(action="update").exists()

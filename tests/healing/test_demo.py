@@ -60,6 +60,7 @@ def test_paid_credits_lag_until_the_owner_webhook_resyncs(client, demo_on):
         "/demo/hooks/resync-credits", data=body, content_type="application/json", HTTP_X_KAIZEN_SIGNATURE="sha256=00"
     )
     assert forged.status_code == 403
+    assert demo.account(user_id="alice") == {"credits": 0, "pending": 100}  # a forged call changes nothing
     synced = client.post(
         "/demo/hooks/resync-credits", data=body, content_type="application/json", HTTP_X_KAIZEN_SIGNATURE=signature
     )
@@ -112,6 +113,7 @@ def test_a_signed_probe_forces_the_fix_for_verification_only(client, demo_on, se
 def test_bad_input_is_a_clear_400(client, demo_on, path, body, error):
     response = api(client, "POST", path, user="alice", body=body)
     assert (response.status_code, response.json()["error"]) == (400, error)
+    assert demo.account(user_id="alice") == {"credits": 0, "pending": 0}  # nothing charged
 
 
 def test_calls_without_a_user_are_401(client, demo_on):

@@ -143,10 +143,11 @@ def test_compressed_and_text_plain_bodies_are_accepted(client, project_key, drai
     assert Issue.objects.get().occurrence_count == 4
 
 
-def test_rate_limit_answers_429_with_retry_after(post_report, project_key):
+def test_rate_limit_answers_429_with_retry_after(post_report, project_key, ingest_written):
     project_key.project.rate_limit_per_minute = 2
     project_key.project.save()
     assert [post_report(GOOD).status_code for _ in range(2)] == [202, 202]
     response = post_report(GOOD)
     assert error_of(response) == (429, "rate_limited")
     assert 1 <= int(response["Retry-After"]) <= 60
+    assert ingest_written() == {"queued": 2, "occurrences": 2, "issues": 1}

@@ -489,7 +489,10 @@ def test_envelope_relayed_through_a_tunnel_authenticates_by_its_dsn(send, drain,
     assert response.status_code == 200, response.content
     other = ProjectKeyFactory()
     dsn = f"https://{other.public_key}@kaizen.example.com/{other.project_id}"
-    assert_error(send(envelope(headers={"dsn": dsn}), auth=None), 403, "wrong_project")
+    body = envelope(({"type": "event"}, sentry_event()), headers={"dsn": dsn})
+    assert_error(send(body, auth=None), 403, "wrong_project")
+    drain()
+    assert Occurrence.objects.get().issue.project_id == project_key.project_id  # only the first
 
 
 def _ignored(item_type: str) -> float:
@@ -613,15 +616,20 @@ def test_store_drops_transactions_and_refuses_non_objects(send, drain):
 
 
 @pytest.mark.parametrize("endpoint", ["envelope", "store"])
-def test_over_quota_answers_429_with_sentry_rate_limit_headers(send, project, frozen_clock, endpoint):
+def test_over_quota_answers_429_with_sentry_rate_limit_headers(send, project, frozen_clock, endpoint, ingest_written):
     project.rate_limit_per_minute = 1
     project.save()
-    body = envelope(({"type": "event"}, sentry_event())) if endpoint == "envelope" else orjson.dumps(sentry_event())
-    assert send(body, endpoint=endpoint).status_code == 200
-    response = send(body, endpoint=endpoint)
+
+    def body():
+        event = sentry_event()
+        return envelope(({"type": "event"}, event)) if endpoint == "envelope" else orjson.dumps(event)
+
+    assert send(body(), endpoint=endpoint).status_code == 200
+    response = send(body(), endpoint=endpoint)
     assert_error(response, 429, "rate_limited")
     assert response["Retry-After"] == "40"
     assert response["X-Sentry-Rate-Limits"] == "40::project"
+    assert ingest_written() == {"queued": 1, "occurrences": 1, "issues": 1}
 
 
 def test_each_event_of_an_envelope_costs_one(send, project, drain, frozen_clock):
