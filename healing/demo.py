@@ -14,7 +14,6 @@ As the sandbox (KAIZEN_SANDBOX_MODE), it honours the headers verification signs 
 a probe forcing a fix on for one user, and the user a replay runs as, in place of credentials.
 """
 
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from django.core.cache import cache
 
 from flags.evaluate import flag_enabled
 from flags.probes import probe_forced_flags, sandbox_user
+from kaizen_site.webhooks import webhook_signature_valid
 
 from .models import Project
 
@@ -131,8 +131,7 @@ def hook_secret() -> str:
 
 
 def hook_signature_valid(*, body: bytes, header: str) -> bool:
-    expected = "sha256=" + hmac.new(hook_secret().encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), (header or "").encode())
+    return webhook_signature_valid(body=body, header=header, secret=hook_secret())
 
 
 # --- 3. Sessions --------------------------------------------------------------------------------

@@ -5,14 +5,14 @@ change waits, in review, for its owner to apply the patch and approve it.
 """
 
 import hashlib
-import hmac
 import json
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from kaizen_site.webhooks import WebhookError, webhook_post
 
 from .audit import audit_record
 from .changes import ChangeError, change_target
@@ -20,9 +20,7 @@ from .models import Change, ChangeStatus, PatchState
 
 S = ChangeStatus
 
-EXECUTOR_TIMEOUT = (5, 30)  # seconds to connect, to answer: the executor only queues a build
-SIGNATURE_HEADER = "X-Kaizen-Signature"  # "sha256=" + hex HMAC-SHA256 of the raw body, as GitHub signs webhooks
-DELIVERY_HEADER = "X-Kaizen-Delivery"  # the same for every resend of one patch: the executor deduplicates on it
+EXECUTOR_READ_TIMEOUT = 30  # seconds: the executor only queues a build
 SUBMITTABLE = (PatchState.NONE, PatchState.AWAITING_APPROVAL, PatchState.APPROVED, PatchState.FAILED)
 NOT_CONFIGURED = "Patch executor not configured: waiting for the owner's approval"
 
@@ -37,11 +35,8 @@ def patch_executor_configured() -> bool:
     return bool(settings.KAIZEN_PATCH_EXECUTOR_URL)
 
 
-def patch_signature(body: bytes, *, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def _patch_delivery(change: Change) -> str:
+    # The same for every resend of one patch: the executor deduplicates on it.
     return f"{change.key}:{hashlib.sha256(change.patch_diff.encode()).hexdigest()[:16]}"
 
 
@@ -68,35 +63,16 @@ def _post_patch(body: bytes, *, delivery: str) -> str:
         raise PatchExecutorError(
             "KAIZEN_PATCH_EXECUTOR_SECRET is empty: a patch is never sent unsigned", transient=False
         )
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: patch_signature(body, secret=secret),
-        DELIVERY_HEADER: delivery,
-    }
     try:
-        # No redirects: requests would follow a 302 as a GET, and the patch would go nowhere.
-        response = requests.post(
-            settings.KAIZEN_PATCH_EXECUTOR_URL, data=body, headers=headers, timeout=EXECUTOR_TIMEOUT,
-            allow_redirects=False,
-        )  # fmt: skip
-    except requests.Timeout as exc:
-        raise PatchExecutorError(f"the executor did not answer within {EXECUTOR_TIMEOUT[1]} s", transient=True) from exc
-    except requests.RequestException as exc:
-        raise PatchExecutorError(f"could not reach the executor: {exc}", transient=True) from exc
-    if response.status_code >= 300:
-        transient = response.status_code >= 500 or response.status_code == 429
-        raise PatchExecutorError(
-            f"the executor answered HTTP {response.status_code}: {response.text[:300]}", transient=transient
-        )
-    try:
-        answer = response.json()
-    except ValueError as exc:
-        raise PatchExecutorError(
-            f"the executor's answer is not JSON: {response.text[:300]!r}", transient=False
-        ) from exc
-    build_id = answer.get("build_id") if isinstance(answer, dict) else None
+        answer = webhook_post(url=settings.KAIZEN_PATCH_EXECUTOR_URL, body=body, read_timeout=EXECUTOR_READ_TIMEOUT,
+                              name="the executor", secret=secret, delivery=delivery)  # fmt: skip
+        data = answer.json_object(name="the executor")
+    except WebhookError as exc:
+        detail = f"{exc.reason}: {exc.text[:300]}" if exc.text else exc.reason
+        raise PatchExecutorError(detail, transient=exc.transient) from exc
+    build_id = data.get("build_id")
     if not isinstance(build_id, str | int) or isinstance(build_id, bool) or not str(build_id).strip():
-        raise PatchExecutorError(f"the executor's answer has no build_id: {response.text[:300]}", transient=False)
+        raise PatchExecutorError(f"the executor's answer has no build_id: {answer.text[:300]}", transient=False)
     return str(build_id)
 
 

@@ -11,31 +11,21 @@ The protocol, for the owner's side:
   object handed back on undo); without "undo" the step cannot be undone.
 """
 
-import hashlib
-import hmac
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import Field
 
+from kaizen_site.webhooks import EXCERPT_CHARS, WebhookError, webhook_post
+
 from ..models import Project, RemediationHook, RiskLevel
-from ..patch_executor import DELIVERY_HEADER, SIGNATURE_HEADER
 from .base import Action, Outcome, Params, RemediationContext, RemediationError, register
 from .json_schema import SchemaError, schema_parse, schema_problems
-
-CONNECT_TIMEOUT = 5.0  # seconds; the read timeout is the hook's own
-EXCERPT_CHARS = 500  # of the answer, kept on the run
-
-
-def hook_signature(body: bytes, *, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class HookError(Exception):
@@ -51,47 +41,22 @@ class HookAnswer:
 
 
 class OwnerHookClient:
-    """The one seam to owners' webhooks: signs, sends with explicit timeouts, reads the answer."""
+    """Calls an owner's hook through the project's one webhook client and reads the answer."""
 
     def post(self, *, hook: RemediationHook, payload: dict[str, Any]) -> HookAnswer:
         delivery = payload["delivery"]
         body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: hook_signature(body, secret=hook.secret),
-            DELIVERY_HEADER: delivery,
-        }
         result: dict[str, Any] = {"delivery": delivery, "url": hook.url}
-        started = time.monotonic()
         try:
-            # No redirects: requests would replay a 302 as a GET, and the call would do nothing.
-            response = requests.post(
-                hook.url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, hook.timeout_seconds),
-                allow_redirects=False,
-            )  # fmt: skip
-        except requests.Timeout as exc:
-            result["duration_ms"] = round((time.monotonic() - started) * 1000)
-            raise HookError(f"{hook.name} did not answer within {hook.timeout_seconds:g} s", transient=True,
-                            result=result) from exc  # fmt: skip
-        except requests.RequestException as exc:
-            raise HookError(f"could not reach {hook.name}: {exc}", transient=True, result=result) from exc
-        result.update(
-            status=response.status_code,
-            body=response.text[:EXCERPT_CHARS],
-            duration_ms=round((time.monotonic() - started) * 1000),
-        )
-        if not 200 <= response.status_code < 300:
-            transient = response.status_code >= 500 or response.status_code == 429
-            raise HookError(f"{hook.name} answered HTTP {response.status_code}", transient=transient, result=result)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            # It may well have done the work; unconfirmed is reported as failed, for the owner to check.
-            raise HookError(f"{hook.name} answered {response.status_code} but not with JSON", transient=False,
-                            result=result) from exc  # fmt: skip
-        if not isinstance(data, dict):
-            raise HookError(f"{hook.name} answered with JSON that is not an object", transient=False, result=result)
-        return HookAnswer(data=data, result=result)
+            answer = webhook_post(url=hook.url, body=body, read_timeout=hook.timeout_seconds, name=hook.name,
+                                  secret=hook.secret, delivery=delivery)  # fmt: skip
+            result.update(status=answer.status, body=answer.text[:EXCERPT_CHARS], duration_ms=answer.duration_ms)
+            return HookAnswer(data=answer.json_object(name=hook.name), result=result)
+        except WebhookError as exc:
+            if exc.status is not None:
+                result.update(status=exc.status, body=exc.text)
+            result["duration_ms"] = exc.duration_ms
+            raise HookError(exc.reason, transient=exc.transient, result=result) from exc
 
 
 def hook_for(*, name: str, project: Project | None) -> RemediationHook | None:

@@ -26,6 +26,7 @@ from healing.changes import (
 )
 from healing.models import AuditEntry, Change, ChangeStatus, Component, PatchState, PromotionLogEntry
 from healing.patch_executor import change_approve_patch, change_submit_patch
+from kaizen_site import webhooks
 from tests.factories import IssueFactory
 
 pytestmark = pytest.mark.django_db
@@ -334,7 +335,7 @@ def test_patch_goes_to_the_executor_signed(executor, in_review):
         "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     )
     assert call.request.headers["Content-Type"] == "application/json"
-    assert call.request.req_kwargs["timeout"] == patch_executor.EXECUTOR_TIMEOUT
+    assert call.request.req_kwargs["timeout"] == (webhooks.CONNECT_TIMEOUT, patch_executor.EXECUTOR_READ_TIMEOUT)
     sent = json.loads(body)
     assert sent["change"] == "KAIZ-001" and sent["patch"] == {"summary": "Longer", "diff": DIFF}
     assert sent["component"] == "checkout" and sent["flag_key"] == "fix-timeout"
@@ -358,7 +359,7 @@ def test_patch_goes_to_the_executor_signed(executor, in_review):
         ({"status": 500, "body": "database down"}, "HTTP 500: database down (transient)"),
         ({"body": requests.exceptions.ReadTimeout("slow")}, "did not answer within 30 s (transient)"),
         ({"body": requests.exceptions.ConnectionError("refused")}, "could not reach the executor"),
-        ({"status": 200, "body": "<html>ok</html>"}, "not JSON: '<html>ok</html>' (permanent)"),
+        ({"status": 200, "body": "<html>ok</html>"}, "not with JSON: <html>ok</html> (permanent)"),
         ({"status": 200, "json": {"queued": True}}, "has no build_id"),
         ({"status": 403, "body": "bad signature"}, "HTTP 403: bad signature (permanent)"),
         ({"status": 302, "headers": {"Location": "/elsewhere"}}, "HTTP 302"),
