@@ -160,12 +160,12 @@ def _store_isolating(
 def _database_answers() -> bool:
     """After a failed write: is the database there (so the data is to blame)?"""
     try:
-        connection.close_if_unusable_or_obsolete()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return True
     except DatabaseError:
-        connection.close()
+        if not connection.in_atomic_block:
+            connection.close()  # a connection the server dropped: the next attempt opens a new one
         return False
 
 
