@@ -197,6 +197,11 @@ def _quota_take(*, project: ProjectAuth, window: QuotaWindow, count: int) -> boo
 _local_quota = LocMemCache("kaizen-ingest-quota", {"TIMEOUT": QUOTA_WINDOW_SECONDS + 1})
 
 
+def local_quota_forget() -> None:
+    """Start every project's local count again (tests: a new database reuses project ids)."""
+    _local_quota.clear()
+
+
 def _local_quota_take(*, project: ProjectAuth, window: QuotaWindow, count: int) -> bool:
     key = window.key(project)
     _local_quota.add(key, 0)

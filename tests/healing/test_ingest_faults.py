@@ -23,7 +23,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from healing import redis_client, stream
+from healing import ingest, redis_client, stream
 from healing.ingest import record_build
 from healing.models import IngestDeadLetter, Issue, Occurrence, issue_id_for
 from healing.projects import project_for_key
@@ -195,6 +195,7 @@ def own_redis(settings, tmp_path) -> Iterator[RedisServer]:
     server.start()
     settings.REDIS_URL = server.url
     settings.KAIZEN_INGEST_MODE = "stream"
+    ingest.local_quota_forget()
     try:
         yield server
     finally:
