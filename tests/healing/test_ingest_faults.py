@@ -25,7 +25,7 @@ from django.db import connection
 
 from healing import ingest, redis_client, stream
 from healing.ingest import record_build
-from healing.models import IngestDeadLetter, Issue, Occurrence, issue_id_for
+from healing.models import AuditEntry, IngestDeadLetter, Issue, Occurrence, issue_id_for
 from healing.projects import project_for_key
 
 from .test_envelope_ids import _free_port
@@ -306,3 +306,23 @@ def test_the_consumer_command_never_exits_on_a_redis_outage(project_key, own_red
         consumer.terminate()
         consumer.wait(10)
     assert set(Occurrence.objects.values_list("message", flat=True)) == {"first", "second"}
+
+
+def test_dead_letters_in_the_console(admin_client, project_key, drain):
+    auth = project_for_key(project_key.public_key)
+    broken = _record(auth, "broken") | {"issue_id": "not-a-uuid"}
+    _append([{b"r": orjson.dumps(broken)}])
+    drain()
+    letter = IngestDeadLetter.objects.get()
+    listing = admin_client.get("/admin/healing/ingestdeadletter/")
+    assert listing.status_code == 200
+    assert "ValueError" in listing.content.decode()
+    page = admin_client.get(f"/admin/healing/ingestdeadletter/{letter.id}/change/").content.decode()
+    assert "not-a-uuid" in page  # the record as received
+    fixed = broken | {"issue_id": str(issue_id_for(project_id=auth.project_id, fingerprint=broken["fingerprint"]))}
+    IngestDeadLetter.objects.filter(id=letter.id).update(raw=orjson.dumps(fixed))
+    admin_client.post("/admin/healing/ingestdeadletter/", {"action": "store_again", "_selected_action": [letter.id]})
+    letter.refresh_from_db()
+    assert letter.stored_at is not None
+    assert Occurrence.objects.filter(event_id=broken["event_id"]).exists()
+    assert AuditEntry.objects.filter(action="ingest.dead_letter_stored", target=f"dead letter {letter.id}").exists()
