@@ -218,3 +218,5 @@ from . import admin_changes  # noqa: E402, F401 - Kaizen tickets and components 
 from . import admin_patterns  # noqa: E402, F401 - patterns, remediation hooks and runs, incidents  # isort: skip
 
 from . import admin_rca  # noqa: E402, F401 - root-cause write-ups  # isort: skip
+
+from . import admin_deadletters  # noqa: E402, F401 - ingest dead letters  # isort: skip

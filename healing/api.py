@@ -1,20 +1,28 @@
 """Native ingest endpoint. Thin: parse, validate, call healing.ingest, answer."""
 
+import logging
 import time
 
+import redis
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import ingest, metrics
+from . import bodies, ingest, metrics
 from .authentication import ProjectKeyAuthentication
-from .errors import IngestError
+from .errors import IngestError, Unavailable
 from .parsers import ReportJSONParser, ReportTextParser
 from .schemas import ErrorBody, IssueAccepted, IssueReport
+
+logger = logging.getLogger("kaizen.ingest")
 
 OUTCOMES = {
     202: "accepted",
@@ -23,7 +31,9 @@ OUTCOMES = {
     403: "forbidden",
     413: "too_large",
     429: "rate_limited",
+    503: "unavailable",
 }
+RETRY_AFTER_S = 5  # a database restart or fail-over takes seconds; SDKs wait at least this long
 
 
 class JSONOnly(BaseContentNegotiation):
@@ -45,6 +55,23 @@ class IngestView(APIView):
     authentication_classes = [ProjectKeyAuthentication]
     permission_classes: list = []
     throttle_classes: list = []  # the project's quota is taken with the append (healing.ingest)
+    body_limit_setting = "KAIZEN_MAX_BODY_BYTES"
+
+    def initial(self, request, *args, **kwargs):
+        # Before authentication: the Sentry envelope endpoint may read its key from the body.
+        bodies.chunked_body_buffer(request=request._request, limit=getattr(settings, self.body_limit_setting))
+        super().initial(request, *args, **kwargs)
+
+    def handle_exception(self, exc):
+        """Whatever fails, the client gets JSON: a 503 it should retry when nothing could hold the
+        report (the database, and Redis too in stream mode, are down), else a 500."""
+        if isinstance(exc, OperationalError | InterfaceError | redis.RedisError):
+            logger.error("report not stored: storage unreachable", extra={"error": str(exc)})
+            exc = Unavailable("The report could not be stored now; send it again.", retry_after=RETRY_AFTER_S)
+        elif isinstance(exc, Exception) and not isinstance(exc, APIException | Http404 | PermissionDenied):
+            logger.exception("ingest failed")
+            exc = IngestError("internal_error", "The report could not be processed.", 500)
+        return super().handle_exception(exc)
 
     def dispatch(self, request, *args, **kwargs):
         started = time.perf_counter()
@@ -72,15 +99,15 @@ class IssueReportView(IngestView):
             400: ErrorBody,
             401: ErrorBody,
             403: ErrorBody,
+            411: ErrorBody,
             413: ErrorBody,
             415: ErrorBody,
             429: ErrorBody,
+            503: ErrorBody,
         },
     )
     def post(self, request):
-        if request.META.get("CONTENT_LENGTH") in (None, "", "0") and "chunked" not in request.headers.get(
-            "Transfer-Encoding", ""
-        ):
+        if request.META.get("CONTENT_LENGTH") in (None, "", "0"):  # a chunked body has its length by now
             raise IngestError("invalid_json", "Body is empty.")
         if not request.content_type:
             raise UnsupportedMediaType("", detail="Send the report as application/json (or text/plain).")

@@ -1,12 +1,14 @@
 """Reading untrusted request bodies: size caps, decompression, JSON with depth and NUL checks."""
 
+import io
 import zlib
 from typing import Any
 
 import brotli
 import orjson
+from django.http import HttpRequest
 
-from .errors import IngestError, too_large
+from .errors import IngestError, length_required, too_large
 
 MAX_DEPTH = 32  # real reports nest a handful of levels; deep nesting is an attack on the parser
 
@@ -23,6 +25,33 @@ def read_capped(stream, *, content_length: str | None, limit: int) -> bytes:
     if len(body) > limit:
         raise too_large(f"Body is over the {limit}-byte limit.")
     return body
+
+
+def chunked_body_buffer(*, request: HttpRequest, limit: int) -> None:
+    """Make a chunked body (Transfer-Encoding: chunked, no Content-Length) readable, or refuse it.
+
+    Django sizes every body by Content-Length and reads one without it as empty, so a chunked
+    report would fail validation as if the client had sent nothing. A server that de-chunks the
+    body and ends the input where the body ends says so with `wsgi.input_terminated` (gunicorn
+    does): that input is read here, capped, and handed to Django as a body of known length.
+    Without the flag there is no safe place to stop reading: 411.
+    https://github.com/pallets/werkzeug/issues/1127 (where the flag comes from)
+    """
+    meta = request.META
+    if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower() or meta.get("CONTENT_LENGTH") not in (
+        None,
+        "",
+        "0",
+    ):
+        return
+    if not meta.get("wsgi.input_terminated"):
+        raise length_required("Send the body with a Content-Length: this server cannot read a chunked body.")
+    body = meta["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise too_large(f"Body is over the {limit}-byte limit.")
+    # WSGIRequest reads its body from `_stream`, a stream it bounded by Content-Length (0 here).
+    request._stream = io.BytesIO(body)
+    meta["CONTENT_LENGTH"] = str(len(body))
 
 
 def decompress(body: bytes, *, encoding: str, limit: int) -> bytes:

@@ -38,3 +38,7 @@ FIXES = Counter(
     "Automatic fixes by outcome (resolved, aborted, rolled_back) and diagnosis level (pattern, llm).",
     ["outcome", "level"],
 )
+INGEST_FALLBACKS = Counter(
+    "kaizen_ingest_fallbacks_total",
+    "Reports written straight to the database because Redis failed in stream mode.",
+)

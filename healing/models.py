@@ -224,10 +224,13 @@ class IssueUser(models.Model):
 
 
 class Occurrence(models.Model):
-    """One accepted report. `event_id` is unique within its issue (so within its project: one
-    project's ids cannot shadow another's), which makes storing a report idempotent."""
+    """One accepted report. `event_id` is unique within its project (as in Sentry: an SDK's resend
+    is the same event even if grouping changed meanwhile, and one project's ids cannot shadow
+    another's), which makes storing a report idempotent."""
 
     event_id = models.UUIDField()
+    # The issue's project, repeated so the unique constraint can cover it.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="occurrences")
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="occurrences")
     source = models.CharField(max_length=10)  # native | sentry
     received_at = models.DateTimeField()
@@ -243,7 +246,7 @@ class Occurrence(models.Model):
     payload = models.JSONField(help_text="The validated report as received.")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["issue", "event_id"], name="occurrence_unique_event")]
+        constraints = [models.UniqueConstraint(fields=["project", "event_id"], name="occurrence_unique_project_event")]
         indexes = [
             models.Index(fields=["issue", "-received_at"]),
             models.Index(fields=["event_id"]),
@@ -685,3 +688,29 @@ class RootCauseAnalysis(models.Model):
 
     def __str__(self) -> str:
         return f"RCA {self.status}: {self.issue.title if self.issue_id else '—'}"
+
+
+# --- Ingest dead letters ------------------------------------------------------------------------
+
+
+class IngestDeadLetter(models.Model):
+    """A stream entry the consumer could not store, even alone and retried: kept whole, so nothing
+    accepted is dropped silently, and so the owner can see why and store it again once fixed."""
+
+    entry_id = models.CharField(max_length=40, help_text="The entry's id in the Redis stream.")
+    stream = models.CharField(max_length=200)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    event_id = models.UUIDField(null=True, blank=True)
+    # Bytes, not text: a poison entry may hold what a text column refuses (a NUL, bad UTF-8).
+    raw = models.BinaryField(help_text="The entry's fields exactly as they were in the stream (JSON).")
+    error = models.TextField()
+    attempts = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    stored_at = models.DateTimeField(null=True, blank=True, help_text="When a retry from the console stored it.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["-created_at"])]
+
+    def __str__(self) -> str:
+        return f"dead letter {self.entry_id}"

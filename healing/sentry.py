@@ -164,12 +164,18 @@ def event_parse(payload: bytes) -> dict[str, Any]:
 
 
 def envelope_reports(*, envelope: Envelope) -> list[dict[str, Any]]:
-    """The validated native reports of an envelope's error events (usually one, or none)."""
+    """The validated native reports of an envelope's error events (usually one, or none).
+
+    Each event keeps its own id. The envelope header's `event_id` names the envelope's one event
+    (SDKs send one per envelope), so it stands in only for the first event lacking an id; any
+    other event without one gets a fresh id: sharing one would store one event of many.
+    """
     reports, outcomes = [], []
+    header_id = envelope.headers.get("event_id")
     for item in envelope.items:
         if item.type in ISSUE_ITEM_TYPES:
             event = event_parse(item.payload)
-            reports.append(event_report(event=event, event_id=envelope.headers.get("event_id")))
+            reports.append(event_report(event=event, event_id=header_id if not reports else None))
             outcomes.append((item.type, "report"))
         else:
             outcomes.append((item.type if item.type in IGNORED_ITEM_TYPES else "other", "ignored"))

@@ -83,8 +83,9 @@ class SentryAccepted(BaseModel):
 
 
 AUTH_PARAMETERS = [OpenApiParameter("sentry_key", str, description="The DSN's public key (the browser SDK's form).")]
-ERRORS = {code: ErrorBody for code in (400, 401, 403, 413, 415)} | {
-    429: OpenApiResponse(ErrorBody, description="Over the project's quota: `Retry-After` and `X-Sentry-Rate-Limits`.")
+ERRORS = {code: ErrorBody for code in (400, 401, 403, 411, 413, 415)} | {
+    429: OpenApiResponse(ErrorBody, description="Over the project's quota: `Retry-After` and `X-Sentry-Rate-Limits`."),
+    503: OpenApiResponse(ErrorBody, description="Nothing could store the event now: `Retry-After`."),
 }
 
 
@@ -111,6 +112,7 @@ class SentryIngestView(IngestView):
 class SentryEnvelopeView(SentryIngestView):
     parser_classes = [EnvelopeParser]
     key_in_body = True
+    body_limit_setting = "KAIZEN_MAX_ENVELOPE_BYTES"
 
     @extend_schema(
         operation_id="sentry_envelope",
@@ -135,6 +137,7 @@ class SentryEnvelopeView(SentryIngestView):
 
 class SentryStoreView(SentryIngestView):
     parser_classes = [EventParser]
+    body_limit_setting = "KAIZEN_MAX_EVENT_BYTES"
 
     @extend_schema(
         operation_id="sentry_store",

@@ -1,8 +1,8 @@
 """Writing accepted reports: occurrences, grouping into issues, classification, the outbox.
 
 One function stores a batch in one transaction, whether the batch is one report (direct mode)
-or 500 drained from the Redis stream. It is idempotent: an occurrence is keyed by its event id,
-and only newly inserted occurrences move the issue's counters, so a redelivered batch changes
+or 500 drained from the Redis stream. It is idempotent: an occurrence is keyed by its project and
+event id, and only newly inserted occurrences move the issue's counters, so a redelivered batch changes
 nothing. The SQL is the portable subset PostgreSQL and SQLite share (ON CONFLICT, RETURNING).
 """
 
@@ -27,7 +27,7 @@ logger = logging.getLogger("kaizen.ingest")
 # (jsonb_to_recordset / json_each): building and parsing a 7,000-placeholder VALUES list cost
 # more than the insert itself.
 OCCURRENCE_COLUMNS = {
-    "event_id": "uuid", "issue_id": "uuid", "source": "text", "received_at": "timestamptz",
+    "event_id": "uuid", "project_id": "bigint", "issue_id": "uuid", "source": "text", "received_at": "timestamptz",
     "timestamp": "timestamptz", "user_id": "text", "user_email": "text", "session_id": "text", "url": "text",
     "route": "text", "release": "text", "environment": "text", "message": "text", "payload": "jsonb",
 }  # fmt: skip
@@ -84,8 +84,21 @@ def _insert_sql(table: str, columns: dict[str, str]) -> str:
 
 def _db_time(value: datetime) -> str:
     # UTC without offset: how the ORM stores datetimes on SQLite (so text comparisons hold) and
-    # what PostgreSQL reads in the UTC session Django opens.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # what PostgreSQL reads in the UTC session Django opens. isoformat, not strftime: glibc's %Y
+    # does not zero-pad, and PostgreSQL reads "9-06-01" as 2009 (or 2001).
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _client_time(value: str | None) -> str | None:
+    """The client's own timestamp for its column, or None when it cannot be stored. The edge
+    (healing.ingest) already settles it; this guards entries accepted before it did, which would
+    otherwise fail their whole batch (the payload keeps the value as sent)."""
+    if not value:
+        return None
+    try:
+        return _db_time(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _hex(value: Any) -> str:
@@ -102,19 +115,19 @@ def _user_key(report: dict[str, Any]) -> str:
     return str(user.get("id") or user.get("email") or report.get("session_id") or "")[:200]
 
 
-def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert, skipping event ids already stored; returns the (hex) event ids that were new."""
+def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[tuple[int, str]]:
+    """Insert, skipping event ids the project already has; returns the new (project, hex event id)."""
     rows = []
     for record in records:
         report = record["report"]
         user = report.get("user") or {}
-        timestamp = report.get("timestamp")
         rows.append({
             "event_id": uuid.UUID(record["event_id"]).hex,
+            "project_id": record["project_id"],
             "issue_id": uuid.UUID(record["issue_id"]).hex,
             "source": record["source"],
             "received_at": _db_time(_fromtimestamp(record["received_at"])),
-            "timestamp": _db_time(datetime.fromisoformat(timestamp)) if timestamp else None,
+            "timestamp": _client_time(report.get("timestamp")),
             "user_id": user.get("id") or "",
             "user_email": user.get("email") or "",
             "session_id": report.get("session_id") or "",
@@ -127,11 +140,11 @@ def _insert_occurrences(records: Sequence[dict[str, Any]]) -> set[str]:
         })  # fmt: skip
     sql = (
         _insert_sql(Occurrence._meta.db_table, OCCURRENCE_COLUMNS)
-        + " ON CONFLICT (issue_id, event_id) DO NOTHING RETURNING event_id"
+        + " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING project_id, event_id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [orjson.dumps(rows).decode()])
-        return {_hex(row[0]) for row in cursor.fetchall()}
+        return {(int(row[0]), _hex(row[1])) for row in cursor.fetchall()}
 
 
 def _insert_users(pairs: Sequence[tuple[str, str]]) -> Counter:
@@ -227,9 +240,9 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
     rules = classify.active_rules()
     rules_by_id = {rule.id: rule for rule in rules}
     now = timezone.now()
-    by_event: dict[str, dict[str, Any]] = {}
+    by_event: dict[tuple[int, str], dict[str, Any]] = {}
     for record in records:  # a batch may carry the same event twice (a client resend)
-        by_event.setdefault(uuid.UUID(record["event_id"]).hex, record)
+        by_event.setdefault((int(record["project_id"]), uuid.UUID(record["event_id"]).hex), record)
     with transaction.atomic():
         inserted = _insert_occurrences(list(by_event.values()))
         fresh = [record for key, record in by_event.items() if key in inserted]

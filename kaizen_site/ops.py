@@ -136,6 +136,20 @@ class LedgerCollector(Collector):
             logger.warning("LLM totals unavailable", extra={"error": str(exc)})
         yield from (calls, tokens, cost)
         yield from self._false_positives()
+        yield from self._dead_letters()
+
+    def _dead_letters(self):
+        from healing.models import IngestDeadLetter
+
+        dead = CounterMetricFamily(
+            "kaizen_ingest_dead_letters",
+            "Stream entries the consumer could not store, even alone and retried (see the console).",
+        )
+        try:
+            dead.add_metric([], IngestDeadLetter.objects.count())
+        except Exception as exc:  # noqa: BLE001 - as above
+            logger.warning("dead-letter count unavailable", extra={"error": str(exc)})
+        yield dead
 
     def _false_positives(self):
         from healing.audit import NOT_A_PROBLEM

@@ -52,6 +52,7 @@ class OccurrenceFactory(factory.django.DjangoModelFactory):
 
     event_id = factory.Faker("uuid4", cast_to=None)
     issue = factory.SubFactory(IssueFactory)
+    project = factory.SelfAttribute("issue.project")
     source = "native"
     received_at = factory.LazyFunction(timezone.now)
     message = factory.SelfAttribute("issue.title")

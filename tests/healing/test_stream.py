@@ -14,7 +14,7 @@ from django.db import connection
 
 from healing import outbox, redis_client, stream
 from healing.ingest import record_build, reports_accept
-from healing.models import Issue, Occurrence
+from healing.models import IngestDeadLetter, Issue, Occurrence
 from healing.projects import project_for_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,14 +75,17 @@ def test_a_restarted_consumer_rereads_its_own_pending_entries_first(project_key,
     _assert_exactly_once(30)
 
 
-def test_unreadable_entries_go_to_the_dead_letter_stream(project_key, drain):
+def test_unreadable_entries_become_dead_letters(project_key, drain):
     _accept(project_key, 3)
     client = redis_client.get().client
     client.xadd(settings.KAIZEN_INGEST_STREAM, {"r": b"{not json"})
     client.xadd(settings.KAIZEN_INGEST_STREAM, {"other": b"x"})
     stats = drain()
     assert (stats.stored, stats.dead) == (3, 2)
-    assert client.xlen(settings.KAIZEN_INGEST_STREAM + stream.DEAD_LETTER_SUFFIX) == 2
+    letters = IngestDeadLetter.objects.order_by("id")
+    assert [bytes(letter.raw) for letter in letters] == [b"{not json", b'{"other":"x"}']
+    assert all(letter.attempts == 1 and "unreadable" in letter.error for letter in letters)
+    assert client.xlen(settings.KAIZEN_INGEST_STREAM) == 0
     _assert_exactly_once(3)
 
 

@@ -1,4 +1,7 @@
-"""Drain the Redis ingest stream into the database (run one or more of these beside the web)."""
+"""Drain the Redis ingest stream into the database (run one or more of these beside the web).
+
+It never exits on a Redis or database failure (healing.stream waits them out): under honcho one
+process that exits stops them all."""
 
 import signal
 import threading
@@ -34,5 +37,5 @@ class Command(BaseCommand):
         stats = stream.drain(stop=stop, consumer=name, batch=batch, until_empty=until_empty)
         self.stdout.write(
             f"Stopped: {stats.stored} stored, {stats.duplicates} duplicates, {stats.claimed} re-claimed, "
-            f"{stats.dead} dead-lettered in {stats.batches} batches."
+            f"{stats.dead} dead-lettered in {stats.batches} batches; {stats.redis_errors} Redis errors waited out."
         )
