@@ -21,7 +21,7 @@ def deadlines_for_issues_at_work(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("healing", "0005_rca"),
+        ("healing", "0006_ingest_dead_letters"),
     ]
 
     operations = [
