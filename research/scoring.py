@@ -11,7 +11,7 @@ QUICK_FIX_MAX_EFFORT = 4  # effort ≤ this (of 10) is a quick fix
 
 
 def proposal_score(*, impact: int, edge: int, effort: int, risk: int, revenue: int) -> float:
-    """Score = Impact×2 + Edge − Effort − Risk×1.5 + Revenue (each 1–10): from −24 to 39."""
+    """Score = Impact×2 + Edge − Effort − Risk×1.5 + Revenue (each 1–10): from −21 to 37.5."""
     for name, value in (("impact", impact), ("edge", edge), ("effort", effort), ("risk", risk), ("revenue", revenue)):
         if not 1 <= value <= 10:
             raise ValueError(f"{name} must be 1–10, not {value}")

@@ -94,6 +94,8 @@ def hn_item(item_id: int, title: str, *, url: str | None = None, score: int = 10
 
 @pytest.fixture
 def keywords(db):
+    """A known, small keyword list in place of the seeded one."""
+    Keyword.objects.all().delete()
     Keyword.objects.bulk_create([Keyword(word=w) for w in ("ai", "llm", "agent", "agents", "web", "api")])
 
 
