@@ -3,7 +3,6 @@ they answer when asked for more (NEEDS_INPUT), and UX_CONFUSION signals, grouped
 offline text similarity and ranked by frequency × affected users × recency."""
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -13,7 +12,7 @@ from django.utils import timezone
 from healing.models import IssueEvent, IssueType, Occurrence, Stage
 
 from .models import FeedbackTheme, ResearchRun
-from .similarity import cosine, tfidf_vectors, tokens
+from .similarity import cosine, tfidf_vectors
 
 WINDOW_DAYS = 30
 HALF_LIFE_DAYS = 7.0  # a theme last seen a week ago counts half as much as one seen today
@@ -42,8 +41,9 @@ class Theme:
         return max(r.at for r in self.reports)
 
     def label(self) -> str:
-        common = Counter(word for r in self.reports for word in set(tokens(r.text))).most_common(4)
-        return " · ".join(word for word, _ in common) or self.reports[0].text[:80]
+        # The theme's heaviest TF-IDF words: what its reports share and others do not.
+        top = sorted(self.centroid.items(), key=lambda pair: (-pair[1], pair[0]))[:4]
+        return " · ".join(word for word, _ in top) or self.reports[0].text[:80]
 
 
 def feedback_reports(*, since: datetime) -> list[Report]:

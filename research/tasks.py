@@ -4,7 +4,7 @@ task that reports last runs the finishing step (scoring, alert): a chord counted
 because the project keeps no result backend; a late sweep finishes a run whose tasks were lost.
 """
 
-from celery import current_app, shared_task
+from celery import shared_task
 from django.db import transaction
 
 from .collect import source_collect
@@ -23,10 +23,8 @@ def daily_run() -> int:
 
     def publish() -> None:
         for source_id in ids:
-            current_app.send_task(FETCH, args=[run.pk, source_id], queue="research")
-        current_app.send_task(
-            FINISH, args=[run.pk], queue="research", countdown=0 if not ids else FINISH_ANYWAY_SECONDS
-        )
+            fetch_source.apply_async(args=[run.pk, source_id])
+        finish.apply_async(args=[run.pk], countdown=FINISH_ANYWAY_SECONDS if ids else 0)
 
     transaction.on_commit(publish)
     return run.pk
@@ -40,7 +38,7 @@ def fetch_source(run_id: int, source_id: int) -> str:
         return "gone"
     outcome = source_collect(source=source, run=run).outcome
     if run_ready(run=run):
-        current_app.send_task(FINISH, args=[run.pk], queue="research")
+        finish.apply_async(args=[run.pk])
     return outcome
 
 

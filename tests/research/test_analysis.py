@@ -72,9 +72,14 @@ def test_valid_answer_is_used_with_its_phases(llm):
 
 def test_invalid_answer_falls_back_to_the_heuristic(llm):
     bad = answer(scores={"impact": 11, "effort": 4, "risk": 2, "edge": 5, "revenue": 6}, category="MAYBE")
-    result = llm_assess(candidate=CANDIDATE, prior=[], http_client=client(lambda r: httpx2.Response(200, json=message(bad))))
+    result = llm_assess(
+        candidate=CANDIDATE, prior=[], http_client=client(lambda r: httpx2.Response(200, json=message(bad)))
+    )
     assert result.scored_by == "heuristic"
-    assert result.analysis["llm_fallback"].startswith("invalid answer:") and "scores.impact" in result.analysis["llm_fallback"]
+    assert (
+        result.analysis["llm_fallback"].startswith("invalid answer:")
+        and "scores.impact" in result.analysis["llm_fallback"]
+    )
     call = LLMCall.objects.get(purpose=PURPOSE)
     assert not call.valid and "category" in call.error
 

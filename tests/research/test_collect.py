@@ -149,7 +149,9 @@ def test_hacker_news_top_stories_filtered_by_keywords(run, keywords):
         kind=SourceKind.HACKERNEWS, name="HN", url="https://hn.example/v0/topstories.json", params={"limit": 3}
     )
     responses.get(source.url, json=[1, 2, 3, 4])
-    responses.get("https://hn.example/v0/item/1.json", body=hn_item(1, "Show HN: an LLM agent", url="https://a.example"))
+    responses.get(
+        "https://hn.example/v0/item/1.json", body=hn_item(1, "Show HN: an LLM agent", url="https://a.example")
+    )
     responses.get("https://hn.example/v0/item/2.json", body=hn_item(2, "Gardening tips", url="https://b.example"))
     responses.get("https://hn.example/v0/item/3.json", status=500)
     result = source_collect(source=source, run=run)

@@ -107,4 +107,7 @@ def test_news_page_scrape_with_selector():
 
 
 def test_canonical_url_drops_tracking_and_fragments():
-    assert canonical_url("HTTPS://www.Lab.example/blog/x/?utm_source=rss&b=2&a=1#top") == "https://lab.example/blog/x?a=1&b=2"
+    assert (
+        canonical_url("HTTPS://www.Lab.example/blog/x/?utm_source=rss&b=2&a=1#top")
+        == "https://lab.example/blog/x?a=1&b=2"
+    )

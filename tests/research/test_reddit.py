@@ -32,7 +32,9 @@ def reddit_on(settings):
 
 @pytest.fixture
 def source(db):
-    return Source.objects.create(kind=SourceKind.REDDIT, name="test r/webdev", params={"subreddit": "webdev", "limit": 5})
+    return Source.objects.create(
+        kind=SourceKind.REDDIT, name="test r/webdev", params={"subreddit": "webdev", "limit": 5}
+    )
 
 
 @responses.activate
@@ -47,7 +49,9 @@ def test_read_only_top_posts(reddit_on, source, keywords):
         post("a2", "Ask: how do you test CSS?", url="", is_self=True),
         post("a3", "Weekly thread", url="https://reddit.com/x", stickied=True),
     ]}}  # fmt: skip
-    responses.get(TOP_URL, json=listing, match=[matchers.query_param_matcher({"t": "day", "limit": "5", "raw_json": "1"})])
+    responses.get(
+        TOP_URL, json=listing, match=[matchers.query_param_matcher({"t": "day", "limit": "5", "raw_json": "1"})]
+    )
     run = ResearchRun.objects.create(day=timezone.localdate())
     result = source_collect(source=source, run=run)
     assert (result.outcome, result.items, result.new, result.relevant) == ("ok", 2, 2, 1)
