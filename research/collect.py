@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from . import competitors
@@ -134,28 +133,33 @@ def _record_failure(*, source: Source, error: FetchError | ParseError, now: date
 
 
 def _store(*, source: Source, items: list[Item], now: datetime) -> tuple[int, int]:
-    """Insert the items not seen before (by canonical URL or by external id); (new, new relevant)."""
+    """Insert the items not seen before (by canonical URL, or by this source's external id);
+    returns (new, new relevant). One query to find what is known and one bulk insert: a feed of
+    hundreds of items costs three round trips, not hundreds."""
     pattern = keyword_pattern()
-    new = relevant = 0
+    fresh: dict[str, SourceItem] = {}
     for item in items:
         canonical = canonical_url(item.url)[:1000]
-        keep = is_relevant(text=f"{item.title} {item.summary}", pattern=pattern)
-        try:
-            with transaction.atomic():
-                _, created = SourceItem.objects.get_or_create(
-                    canonical_url=canonical,
-                    defaults=dict(
-                        source=source, external_id=item.external_id, url=item.url[:1000], title=item.title[:500],
-                        summary=item.summary, published=item.published, fetched_at=now, relevant=keep,
-                        signal=item.signal,
-                    ),
-                )  # fmt: skip
-        except IntegrityError:  # same external id under another URL: the entry moved, not news
-            created = False
-        if created:
-            new += 1
-            relevant += keep
-    return new, relevant
+        fresh.setdefault(
+            canonical,
+            SourceItem(
+                source=source, external_id=item.external_id, canonical_url=canonical, url=item.url[:1000],
+                title=item.title[:500], summary=item.summary, published=item.published, fetched_at=now,
+                relevant=is_relevant(text=f"{item.title} {item.summary}", pattern=pattern), signal=item.signal,
+            ),
+        )  # fmt: skip
+    known = SourceItem.objects.filter(
+        Q(canonical_url__in=list(fresh)) | Q(source=source, external_id__in=[row.external_id for row in fresh.values()])
+    ).values_list("canonical_url", "external_id", "source_id")
+    seen_urls = {url for url, _, _ in known}
+    seen_ids = {external for _, external, source_id in known if source_id == source.pk}
+    rows = [row for url, row in fresh.items() if url not in seen_urls and row.external_id not in seen_ids]
+    # A concurrent source inserting the same URL meanwhile is skipped by the unique index.
+    SourceItem.objects.bulk_create(rows, ignore_conflicts=True)
+    inserted = SourceItem.objects.filter(
+        source=source, fetched_at=now, canonical_url__in=[r.canonical_url for r in rows]
+    )
+    return inserted.count(), inserted.filter(relevant=True).count()
 
 
 def source_collect(

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 STOPWORDS = frozenset(
     "a an and are as at be by can for from has have in is it its of on or our that the this to was we were "
-    "with you your i my me not no do does did when what how why which new now just also into than then where please".split()
+    "with you your i my me not no do does did when what how why which new now just also into than then where "
+    "please".split()
 )
 
 
