@@ -138,8 +138,9 @@ def _store(*, source: Source, items: list[Item], now: datetime) -> tuple[int, in
     hundreds of items costs three round trips, not hundreds."""
     pattern = keyword_pattern()
     fresh: dict[str, SourceItem] = {}
+    anchored = source.kind == SourceKind.CHANGELOG
     for item in items:
-        canonical = canonical_url(item.url)[:1000]
+        canonical = canonical_url(item.url, keep_fragment=anchored)[:1000]
         fresh.setdefault(
             canonical,
             SourceItem(

@@ -7,7 +7,8 @@ from typing import Any
 
 from .models import Category
 
-QUICK_FIX_MAX_EFFORT = 4  # effort ≤ this (of 10) is a quick fix
+QUICK_FIX_MAX_EFFORT = 4  # effort ≤ this (of 10) is a quick fix...
+QUICK_FIX_LOW_RISK = (5, 3)  # ...and so is a middling effort (≤ 5) at low risk (≤ 3)
 
 
 def proposal_score(*, impact: int, edge: int, effort: int, risk: int, revenue: int) -> float:
@@ -18,8 +19,10 @@ def proposal_score(*, impact: int, edge: int, effort: int, risk: int, revenue: i
     return impact * 2 + edge - effort - risk * 1.5 + revenue
 
 
-def category_for(*, effort: int, impact: int) -> str:
-    return Category.QUICK_FIX if effort <= QUICK_FIX_MAX_EFFORT else Category.HIGH_IMPACT
+def category_for(*, effort: int, risk: int) -> str:
+    max_effort, max_risk = QUICK_FIX_LOW_RISK
+    quick = effort <= QUICK_FIX_MAX_EFFORT or (effort <= max_effort and risk <= max_risk)
+    return Category.QUICK_FIX if quick else Category.HIGH_IMPACT
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ def heuristic_assess(*, candidate: Candidate) -> Assessment:
     text = f"{candidate.title} {candidate.text}"
     base_impact = {"feedback": 6, "competitor": 5, "news": 4}.get(candidate.origin, 4)
     impact = _clamp(base_impact + 4 * candidate.strength)
-    effort = _clamp(5 + _cue("effort_up", text) - _cue("effort_down", text) + (1 if candidate.origin == "news" else 0))
+    # What users report is usually a contained fix; a competitor's feature is a build.
+    base_effort = {"feedback": 4, "competitor": 6, "news": 5}.get(candidate.origin, 5)
+    effort = _clamp(base_effort + _cue("effort_up", text) - _cue("effort_down", text))
     risk = _clamp(2 + _cue("risk_up", text))
     # A competitor shipping it first means catching up, not an edge; news others have not acted on is.
     edge = _clamp({"competitor": 3, "news": 6, "feedback": 5}.get(candidate.origin, 4) + 2 * candidate.strength)
@@ -120,7 +125,7 @@ def heuristic_assess(*, candidate: Candidate) -> Assessment:
         risk=risk,
         edge=edge,
         revenue=revenue,
-        category=category_for(effort=effort, impact=impact),
+        category=category_for(effort=effort, risk=risk),
         analysis=reasons,
         scored_by="heuristic",
     )

@@ -32,13 +32,14 @@ class ParseError(Exception):
     """The payload could not be read at all (not a feed, the page's markup changed)."""
 
 
-def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, no fragment, no tracking parameters, no trailing slash."""
+def canonical_url(url: str, *, keep_fragment: bool = False) -> str:
+    """Lower-case scheme and host, no tracking parameters, no trailing slash, and no fragment
+    unless it names the item (the entries of a one-page changelog differ only by it)."""
     parts = urlsplit(url.strip())
     query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query) if not TRACKING_PARAMS.match(k)))
     path = parts.path.rstrip("/") or "/"
     host = parts.netloc.lower().removeprefix("www.")
-    return urlunsplit((parts.scheme.lower() or "https", host, path, query, ""))
+    return urlunsplit((parts.scheme.lower() or "https", host, path, query, parts.fragment if keep_fragment else ""))
 
 
 BLOCKS = ("p", "li", "br", "div", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article")

@@ -11,7 +11,7 @@ from healing.models import IssueType
 from research.collect import source_collect
 from research.competitors import capability_match, features_extract, gaps_open
 from research.feedback import feedback_analyze, theme_rank
-from research.models import Capability, CompetitorFeature, ResearchRun, Source, SourceKind
+from research.models import Capability, CompetitorFeature, ResearchRun, Source, SourceItem, SourceKind
 from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
 from tests.research.conftest import changelog_page
 
@@ -55,6 +55,7 @@ def test_new_entries_since_the_snapshot_are_diffed_and_gaps_flagged():
     source_collect(source=source, run=run, force=True)
     gap = CompetitorFeature.objects.get(gap=True)
     assert gap.feature == "real-time collaboration" and gap.entry_url == f"{URL}#v2"
+    assert set(SourceItem.objects.values_list("url", flat=True)) == {f"{URL}#v1", f"{URL}#v2"}  # one item each
     source.refresh_from_db()
     assert source.snapshot["new_entries"] == 1 and "+v2" in source.snapshot["diff"]
     assert [g.feature for g in gaps_open()] == ["real-time collaboration"]

@@ -111,3 +111,7 @@ def test_canonical_url_drops_tracking_and_fragments():
         canonical_url("HTTPS://www.Lab.example/blog/x/?utm_source=rss&b=2&a=1#top")
         == "https://lab.example/blog/x?a=1&b=2"
     )
+
+
+def test_canonical_url_keeps_an_anchor_that_names_the_item():
+    assert canonical_url("https://c.example/changelog#v2", keep_fragment=True) == "https://c.example/changelog#v2"

@@ -22,9 +22,11 @@ def test_scores_out_of_range_are_refused(field, value):
         proposal_score(**scores)
 
 
-def test_quick_fix_by_effort():
-    assert category_for(effort=4, impact=9) == Category.QUICK_FIX
-    assert category_for(effort=5, impact=2) == Category.HIGH_IMPACT
+def test_quick_fix_by_effort_and_risk():
+    assert category_for(effort=4, risk=9) == Category.QUICK_FIX
+    assert category_for(effort=5, risk=3) == Category.QUICK_FIX
+    assert category_for(effort=5, risk=4) == Category.HIGH_IMPACT
+    assert category_for(effort=6, risk=1) == Category.HIGH_IMPACT
 
 
 def test_heuristic_is_deterministic_and_reads_cues():
