@@ -6,4 +6,4 @@ class ResearchConfig(AppConfig):
     verbose_name = "Enhancements"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401  (connects the Change completion receiver)
+        from . import checks, signals  # noqa: F401  (registers the checks, connects the Change receiver)

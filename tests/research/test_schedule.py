@@ -54,3 +54,12 @@ def test_owner_today_is_the_owners_date(settings):
     settings.KAIZEN_OWNER_TIMEZONE = "Pacific/Auckland"
     late_utc = datetime(2026, 11, 29, 20, 0, tzinfo=UTC)  # already the 30th in Auckland
     assert str(owner_today(now=late_utc)) == "2026-11-30"
+
+
+def test_checks_say_which_research_capabilities_are_off(settings):
+    from research.checks import research_settings
+
+    settings.REDDIT_CLIENT_ID, settings.ANTHROPIC_API_KEY = "", ""
+    assert {p.id for p in research_settings(None)} == {"research.I001", "research.I002"}
+    settings.REDDIT_CLIENT_ID, settings.REDDIT_CLIENT_SECRET, settings.ANTHROPIC_API_KEY = "id", "secret", "key"
+    assert research_settings(None) == []
