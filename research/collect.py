@@ -175,7 +175,15 @@ def source_collect(
         result.error = reason
         return _finish(result=result, run=run, source=source, started=started, dry_run=dry_run)
     try:
-        parsed, etag, modified = _fetch_and_parse(source)
+        try:
+            parsed, etag, modified = _fetch_and_parse(source)
+        except (FetchError, ParseError):
+            raise
+        except Exception as exc:
+            # Isolation boundary: a parser bug or a source edited into nonsense in the admin
+            # (missing params) fails this source, recorded with its traceback, never the run.
+            logger.exception("research source crashed", extra={"source": source.name})
+            raise ParseError(f"unexpected {type(exc).__name__}: {exc}") from exc
     except (FetchError, ParseError) as exc:
         result.outcome, result.error = FetchOutcome.ERROR, str(exc)
         logger.warning("research source failed", extra={"source": source.name, "error": str(exc)})

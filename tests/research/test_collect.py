@@ -168,3 +168,12 @@ def test_dry_run_fetches_but_stores_nothing(feed, run):
     assert not SourceItem.objects.exists() and not SourceFetch.objects.exists()
     feed.refresh_from_db()
     assert feed.last_fetched_at is None
+
+
+def test_a_source_edited_into_nonsense_fails_alone(run, settings):
+    settings.REDDIT_CLIENT_ID, settings.REDDIT_CLIENT_SECRET = "id", "secret"
+    broken = Source.objects.create(kind=SourceKind.REDDIT, name="No subreddit", params={})
+    result = source_collect(source=broken, run=run)
+    assert result.outcome == FetchOutcome.ERROR and result.error == "unexpected KeyError: 'subreddit'"
+    broken.refresh_from_db()
+    assert broken.consecutive_errors == 2 and SourceFetch.objects.get(source=broken).outcome == "error"
