@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -132,6 +133,13 @@ class SourceAdmin(admin.ModelAdmin):
     readonly_fields = ("etag", "last_modified", "last_fetched_at", "last_success_at", "consecutive_errors",
                        "next_attempt_at", "last_error", "snapshot")  # fmt: skip
     actions = ("reenable",)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # a bare host means https
+
+    def save_model(self, request: HttpRequest, obj: Source, form, change: bool) -> None:
+        # A new address is a new resource: the old validators would earn a wrong 304.
+        if change and "url" in form.changed_data:
+            obj.etag, obj.last_modified = "", ""
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Re-enable and clear the error count")
     def reenable(self, request: HttpRequest, queryset: QuerySet[Source]) -> None:

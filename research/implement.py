@@ -19,6 +19,7 @@ from healing.changes import PatchSpec, change_create, change_record_scorecard, c
 from healing.models import Change, ChangeStatus, Project
 
 from .models import Proposal, ProposalStatus, WhatsNew
+from .schedule import owner_today
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def proposal_implement(*, proposal: Proposal, actor: str) -> Change:
 
 
 def proposal_schedule(*, proposal: Proposal, actor: str, on: date) -> Proposal:
-    if on <= timezone.localdate():
+    if on <= owner_today():
         raise ProposalError("Schedule for a later day; use Implement now for today.")
     with transaction.atomic():
         _claim(proposal=proposal, expected=(ProposalStatus.PROPOSED,), to=ProposalStatus.SCHEDULED, actor=actor,

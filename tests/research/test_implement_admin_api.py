@@ -142,3 +142,16 @@ def test_whats_new_bad_query_is_a_clear_400(client, query):
     response = client.get("/api/v1/whats-new", query)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid" and response.json()["detail"]
+
+
+def test_editing_a_source_address_forgets_its_validators(admin_client):
+    from research.models import Source
+
+    source = Source.objects.create(kind="feed", name="Edited", url="https://old.example/feed", etag='"v1"',
+                                   last_modified="Sun, 29 Nov 2026 10:00:00 GMT")  # fmt: skip
+    url = reverse("admin:research_source_change", args=[source.pk])
+    response = admin_client.post(url, {"kind": "feed", "name": "Edited", "url": "https://new.example/feed",
+                                       "params": "{}", "enabled": "on", "disabled_reason": ""})  # fmt: skip
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert source.url == "https://new.example/feed" and source.etag == "" and source.last_modified == ""
