@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from healing.models import AuditEntry
 from research.models import Category, Keyword, Proposal, ResearchRun, Source, SourceFetch, SourceKind
-from research.tasks import daily_run
+from research.tasks import daily_run, fetch_source, finish
 from tests.research.conftest import changelog_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,3 +95,8 @@ def test_scheduled_run_fans_out_and_the_last_source_finishes(sources, celery_eag
     assert SourceFetch.objects.filter(run=run).count() == 4
     assert run.claimed_at is not None and run.finished_at is not None
     assert Proposal.objects.filter(run=run).count() == 10
+    # The late safety finish (and any redelivery) finds the run claimed: no second list or alert.
+    assert finish(run.pk) == 10
+    fetch_source(run.pk, sources[0].pk)  # a redelivered source task
+    assert Proposal.objects.count() == 10 and SourceFetch.objects.filter(run=run).count() == 4
+    assert AuditEntry.objects.filter(action="owner.alert", target=f"research:{run.day}").count() == 1
