@@ -299,3 +299,5 @@ KAIZEN_LLM_TIMEOUT = float(os.environ.get("KAIZEN_LLM_TIMEOUT", "60"))  # second
 KAIZEN_LLM_MAX_RETRIES = int(os.environ.get("KAIZEN_LLM_MAX_RETRIES", "1"))
 
 LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))
+
+from .settings_research import *  # noqa: E402, F403  (daily research: research/)
