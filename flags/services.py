@@ -11,11 +11,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from flags import evaluate
+from flags.models import RESERVED_KEYS, Flag, FlagChange, FlagStatus, Override, SnapshotVersion
 from healing.audit import audit_record
 from healing.models import Project
-
-from . import evaluate
-from .models import RESERVED_KEYS, Flag, FlagChange, FlagStatus, Override, SnapshotVersion
 
 # What flag_update may change. The kill switch has its own functions (flag_kill, flag_revive),
 # so that it always carries who pulled it and when.

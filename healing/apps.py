@@ -12,8 +12,7 @@ class HealingConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
+        from healing.ingest import cors  # noqa: F401 - connects the per-project CORS signal
         from kaizen_site import checks  # noqa: F401 - registers the configuration checks
-
-        from . import cors  # noqa: F401 - connects the per-project CORS signal
 
         logger.info("runtime chosen: %s", settings.RUNTIME.describe())

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .audit import audit_record
-from .models import Project, ProjectKey, hash_secret
+from healing.audit import audit_record
+from healing.models import Project, ProjectKey, hash_secret
 
 
 @dataclass(frozen=True)

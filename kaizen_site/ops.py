@@ -40,7 +40,7 @@ def _check_broker() -> dict:
 
 
 def _check_redis() -> dict:
-    from healing import redis_client
+    from kaizen_site import redis_client
 
     client = redis_client.get().client
     client.ping()
@@ -98,7 +98,7 @@ class BrokerCollector(Collector):
         if settings.REDIS_URL:
             backlog = GaugeMetricFamily("kaizen_ingest_backlog", "Reports in the ingest stream not yet stored.")
             try:
-                from healing import redis_client
+                from kaizen_site import redis_client
 
                 backlog.add_metric([], redis_client.get().client.xlen(settings.KAIZEN_INGEST_STREAM))
             except Exception as exc:  # noqa: BLE001 - as above
@@ -113,7 +113,7 @@ class LedgerCollector(Collector):
     def collect(self):
         from django.db.models import Count, Sum
 
-        from .models import LLMCall
+        from kaizen_site.models import LLMCall
 
         calls = CounterMetricFamily("kaizen_llm_calls", "LLM calls, by purpose and whether the answer was valid.",
                                     labels=["purpose", "valid"])  # fmt: skip

@@ -10,11 +10,13 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from healing import classify, patterns, projects, stream
+from healing import projects
+from healing.ingest import classify
+from healing.ingest import consumer as stream
+from healing.loop import patterns
 from healing.models import ClassificationRule, ErrorPattern, Issue, Occurrence
 from kaizen_site.celery import app as celery_app
-
-from .factories import ProjectKeyFactory
+from tests.factories import ProjectKeyFactory
 
 
 def pytest_configure(config):

@@ -1,10 +1,10 @@
 """Kaizen's data, one module per concern, re-exported here so `from healing.models import X` keeps
 working for every caller and the app's models are registered on import."""
 
-from .audit import (
+from healing.models.audit import (
     AuditEntry,
 )
-from .changes import (
+from healing.models.changes import (
     CHANGE_KEY_PREFIX,
     Change,
     ChangeStatus,
@@ -13,10 +13,10 @@ from .changes import (
     PromotionLogEntry,
     change_key,
 )
-from .ingest import (
+from healing.models.ingest import (
     IngestDeadLetter,
 )
-from .issues import (
+from healing.models.issues import (
     ClassificationRule,
     EnqueueState,
     Issue,
@@ -28,26 +28,26 @@ from .issues import (
     Stage,
     issue_id_for,
 )
-from .learning import (
+from healing.models.learning import (
     ErrorPattern,
     Incident,
     IncidentOutcome,
 )
 
 # `_new_public_key` too: migration 0001 names the default by this path.
-from .projects import (
+from healing.models.projects import (
     Project,
     ProjectKey,
     _new_public_key,
     hash_secret,
     regexes_check,
 )
-from .rca import (
+from healing.models.rca import (
     RcaSource,
     RcaStatus,
     RootCauseAnalysis,
 )
-from .remediation import (
+from healing.models.remediation import (
     RISK_ORDER,
     RemediationHook,
     RemediationOutcome,

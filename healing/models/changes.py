@@ -5,7 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from .issues import Issue, Severity
+from healing.models.issues import Issue, Severity
 
 
 class Component(models.Model):
@@ -44,7 +44,7 @@ class ChangeStatus(models.TextChoices):
 
 
 class PatchState(models.TextChoices):
-    """Where the Change's code patch is: Kaizen never applies one itself (see healing.patch_executor)."""
+    """Where the Change's code patch is: Kaizen never applies one itself (see healing.changes.patch_executor)."""
 
     NONE = "none"
     AWAITING_APPROVAL = "awaiting_approval", "waiting for the owner's approval"
@@ -60,7 +60,7 @@ CHANGE_KEY_PREFIX = "KAIZ-"
 class Change(models.Model):
     """A Kaizen ticket: one change to production behaviour, from plan to canary to done.
 
-    `number` is the sequence behind the display id (KAIZ-001); healing.changes assigns it and
+    `number` is the sequence behind the display id (KAIZ-001); healing.changes.lifecycle assigns it and
     moves `status` — through the promotion log, never by saving this row.
     """
 

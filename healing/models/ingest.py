@@ -3,7 +3,7 @@
 from django.db import models
 from django.utils import timezone
 
-from .projects import Project
+from healing.models.projects import Project
 
 
 class IngestDeadLetter(models.Model):

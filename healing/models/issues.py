@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from .projects import Project, regexes_check
+from healing.models.projects import Project, regexes_check
 
 
 class IssueType(models.TextChoices):
@@ -121,7 +121,7 @@ class Issue(models.Model):
     enqueue_state = models.CharField(max_length=10, choices=EnqueueState.choices, default=EnqueueState.NONE)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     enqueue_attempts = models.PositiveIntegerField(default=0)
-    # --- Stage deadlines (healing.stages): when the work of the current stage must be done by.
+    # --- Stage deadlines (healing.loop.stages): when the work of the current stage must be done by.
     stage_entered_at = models.DateTimeField(null=True, blank=True)
     stage_deadline = models.DateTimeField(
         null=True, blank=True, help_text="Past it, the sweep resumes the stage's work or escalates; empty: final."

@@ -5,14 +5,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from .changes import Change
-from .issues import Issue, IssueType
-from .projects import Project, regexes_check
+from healing.models.changes import Change
+from healing.models.issues import Issue, IssueType
+from healing.models.projects import Project, regexes_check
 
 
 class ErrorPattern(models.Model):
     """A known problem and its fix: when a new issue matches with enough confidence, its
-    remediation plan is applied at once, without asking the LLM (see healing.patterns).
+    remediation plan is applied at once, without asking the LLM (see healing.loop.patterns).
 
     Filled conditions (type, regexes) must all hold; the fingerprint and the example texts are
     evidence that raises the confidence. Learned patterns come from resolved incidents.

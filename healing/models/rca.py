@@ -3,8 +3,8 @@
 from django.db import models
 from django.utils import timezone
 
-from .changes import Change
-from .issues import Issue
+from healing.models.changes import Change
+from healing.models.issues import Issue
 
 
 class RcaSource(models.TextChoices):
@@ -18,7 +18,7 @@ class RcaStatus(models.TextChoices):
 
 
 class RootCauseAnalysis(models.Model):
-    """The write-up of a P0/P1 incident: a draft Kaizen writes (see healing.rca), then the text the
+    """The write-up of a P0/P1 incident: a draft Kaizen writes (see healing.loop.rca), then the text the
     owner approved. How far the owner had to edit it, and for how long, says how good drafts are."""
 
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="rcas")

@@ -4,9 +4,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from .changes import Change
-from .issues import Issue
-from .projects import Project
+from healing.models.changes import Change
+from healing.models.issues import Issue
+from healing.models.projects import Project
 
 
 class RemediationHook(models.Model):

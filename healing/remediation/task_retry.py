@@ -10,13 +10,12 @@ from django.conf import settings
 from kombu.exceptions import OperationalError
 from pydantic import Field, JsonValue, model_validator
 
+from healing.models import RiskLevel, Severity
+from healing.remediation.base import Action, Outcome, Params, RemediationContext, RemediationError, register
 from kaizen_site.celery import app as celery_app
 
-from ..models import RiskLevel, Severity
-from .base import Action, Outcome, Params, RemediationContext, RemediationError, register
-
 BUILT_IN_TASKS: dict[str, tuple[str, ...]] = {
-    # Re-runs the healing pipeline for an issue; idempotent (see healing.pipeline).
+    # Re-runs the healing pipeline for an issue; idempotent (see healing.loop.pipeline).
     "healing.tasks.process_issue": tuple(Severity.values),
 }
 

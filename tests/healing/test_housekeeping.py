@@ -8,12 +8,13 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from healing import pipeline, projects, retention
+from healing import projects
+from healing.ingest import retention
+from healing.loop import pipeline
 from healing.models import Issue, IssueEvent, Occurrence, ProjectKey, Severity, Stage
 from kaizen_site.celery import app as celery_app
-
-from ..factories import IssueFactory, OccurrenceFactory, ProjectKeyFactory
-from .test_pipeline import GENERATE, stages
+from tests.factories import IssueFactory, OccurrenceFactory, ProjectKeyFactory
+from tests.healing.loop.test_pipeline import GENERATE, stages
 
 # --- The daily P3 batch -------------------------------------------------------------------------
 

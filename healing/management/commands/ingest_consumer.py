@@ -1,6 +1,6 @@
 """Drain the Redis ingest stream into the database (run one or more of these beside the web).
 
-It never exits on a Redis or database failure (healing.stream waits them out): under honcho one
+It never exits on a Redis or database failure (healing.ingest.consumer waits them out): under honcho one
 process that exits stops them all."""
 
 import signal
@@ -9,7 +9,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from healing import stream
+from healing.ingest import consumer as stream
 
 
 class Command(BaseCommand):
