@@ -210,7 +210,7 @@ class RolloutAdmin(admin.ModelAdmin):
     fields = readonly_fields
 
     def has_add_permission(self, request) -> bool:
-        return False  # a rollout starts from its verified Change (flags.rollout.engine.rollout_start)
+        return False  # a rollout starts from its verified Change (flags.rollout.start.rollout_start)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # saving the form would write back a phase the engine may have moved

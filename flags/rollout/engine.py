@@ -4,7 +4,7 @@ the Change, raises its issue's severity a level and alerts the owner. Promotions
 PromotionPolicy allows wait for their approval. Once either end is committed, healing.loop.outcomes
 takes the issue on from there (resolved and learned from, or escalated).
 
-Delivery. The end of each phase is a `flags.tasks.rollout_advance` task published after commit
+Delivery. The end of each phase is a `flags.tasks.rollout_advance` task published (by name) after commit
 with a countdown of the phase's duration. That is only the fast path: a worker holds an ETA task
 unacknowledged until it is due, so a worker lost while waiting gives the message back only after
 the broker's visibility timeout (Redis: 3600 s), and a phase longer than that timeout would be
@@ -18,14 +18,15 @@ Both paths claim a step with a conditional UPDATE on (id, phase=expected), in th
 that applies it: whichever comes second (a duplicate task, a stale one from an earlier phase, the
 sweep racing the ETA task) changes nothing. Each step is a RolloutStep row, unique per move.
 
-Whether a phase is healthy is flags.rollout.health; whether Kaizen may promote it by itself is the
-promotion policy, flags.rollout.promotion.
+Starting is flags.rollout.start. Whether a phase is healthy is flags.rollout.health; whether
+Kaizen may promote it by itself is the promotion policy, flags.rollout.promotion. What a finished
+or rolled-back rollout means for the Change and its issue is healing's: the engine says so through
+flags.rollout.signals.
 """
 
 import enum
 import logging
 import math
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,23 +35,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from flags import services
-from flags.models import ACTIVE_PHASES, ApprovalState, Flag, FlagStatus, Rollout, RolloutPhase, RolloutStep
-from flags.rollout.health import Health, error_rate_before, phase_exposure, rollout_health
+from flags.models import ACTIVE_PHASES, ApprovalState, FlagStatus, Rollout, RolloutPhase, RolloutStep
+from flags.rollout import signals
+from flags.rollout.health import Health, phase_exposure, rollout_health
 from flags.rollout.promotion import policy_check
 from healing.audit import AUTOMATIC, audit_record
-from healing.changes.lifecycle import ChangeTransitionError, change_transition
-from healing.ingest import outbox
-from healing.ingest.classify import Impact, severity_raise
-from healing.loop import outcomes
-from healing.models import Change, ChangeStatus, EnqueueState, Issue, Occurrence
+from healing.models import Change, ChangeStatus, Issue
+from kaizen_site.celery import broker_errors, task_publish
 
 logger = logging.getLogger("kaizen.rollout")
 
 P = RolloutPhase
 QUEUE = "ops"
+ADVANCE_TASK = "flags.tasks.rollout_advance"
 NEXT_PHASE = {P.CANARY: P.PARTIAL, P.PARTIAL: P.FULL, P.FULL: P.DONE}
 # The report fields the partial phase would target on (see rollout_start).
-TARGET_KEY = re.compile(r"plan|tier|config|subscription", re.IGNORECASE)
 # An ETA task must be due well before the broker hands its message to another worker.
 ETA_MARGIN_SECONDS = 60
 
@@ -68,145 +67,6 @@ class Outcome(enum.StrEnum):
     ROLLED_BACK = "rolled_back"
 
 
-# --- Starting -----------------------------------------------------------------------------------
-
-
-def _flag_for(change: Change) -> Flag:
-    if not change.flag_key:
-        raise RolloutError(f"{change.key} has no flag: set its flag_key before rolling it out.")
-    flags = Flag.objects.select_related("project").filter(key=change.flag_key)
-    if change.issue_id:
-        flags = flags.filter(project_id=change.issue.project_id)
-    found = list(flags[:2])
-    if not found:
-        where = f" in project {change.issue.project.slug}" if change.issue_id else ""
-        raise RolloutError(f"{change.key}: no flag {change.flag_key}{where}; create it first.")
-    if len(found) > 1:
-        raise RolloutError(
-            f"{change.key}: flag {change.flag_key} exists in several projects; link the change to its issue."
-        )
-    return found[0]
-
-
-def _affected(issue: Issue | None, user_id: str) -> tuple[str, dict[str, Any]]:
-    """The canary user and the plan/config attributes their report carried."""
-    first = None
-    if issue is not None:
-        reports = Occurrence.objects.filter(issue=issue).exclude(user_id="").order_by("received_at", "id")
-        first = reports.filter(user_id=user_id).first() if user_id else reports.first()
-    if first is None:
-        if not user_id:
-            raise RolloutError("No affected user to canary on: the issue has no report with a user id; name one.")
-        return user_id, {}
-    payload = first.payload if isinstance(first.payload, dict) else {}
-    attributes = {}
-    for source in ("tags", "state"):
-        values = payload.get(source)
-        if isinstance(values, dict):
-            attributes.update(
-                {
-                    key: value
-                    for key, value in values.items()
-                    if TARGET_KEY.search(key) and isinstance(value, str | int | float | bool)
-                }
-            )
-    return first.user_id, attributes
-
-
-def rollout_start(
-    *,
-    change: Change,
-    actor: str,
-    affected_user_id: str = "",
-    canary_seconds: int = 5 * 60,
-    partial_seconds: int = 30 * 60,
-    full_seconds: int = 30 * 60,
-    partial_percentage: int = 10,
-    error_rate_threshold: float = 2.0,
-    watched_allowance: int = 0,
-    now: datetime | None = None,
-) -> Rollout:
-    """Start the canary: the Change (verified, in_review) moves to canary and its flag is turned
-    on for the affected user only (by default the first user who reported the change's issue).
-
-    Starting is not a promotion: it exposes only the user who has the bug already, so the
-    promotion policy is first checked for the partial phase.
-
-    The partial phase is a percentage of all users bucketed on the flag's group. The affected
-    user's plan/config attributes are recorded, not targeted: targeting "users like them" needs
-    constraints on flags, which do not exist yet.
-    """
-    now = now or timezone.now()
-    durations = {"canary": canary_seconds, "partial": partial_seconds, "full": full_seconds}
-    for name, seconds in durations.items():
-        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
-            raise RolloutError(f"The {name} phase must last a whole number of seconds above 0 (got {seconds!r}).")
-    if not 1 <= partial_percentage <= 99:
-        raise RolloutError(f"The partial phase's share must be 1–99 % (got {partial_percentage}).")
-    if error_rate_threshold <= 0 or watched_allowance < 0:
-        raise RolloutError("The error-rate threshold must be above 0 and the allowance 0 or more.")
-    if Rollout.objects.filter(change=change).exists():
-        raise RolloutError(f"{change.key} has been rolled out already; a new attempt is a new Change.")
-    if change.status != ChangeStatus.IN_REVIEW:
-        raise RolloutError(f"{change.key} is {change.status}: a rollout starts from in_review, once verified.")
-    flag = _flag_for(change)
-    if flag.killed:
-        raise RolloutError(f"Flag {flag.key} is killed; release the kill switch first.")
-    busy = Rollout.objects.filter(flag=flag, phase__in=ACTIVE_PHASES).select_related("change").first()
-    if busy is not None:
-        raise RolloutError(f"Flag {flag.key} is being rolled out by {busy.change.key}.")
-    user_id, attributes = _affected(change.issue, affected_user_id)
-    why = f"Canary of {change.key} for its affected user"
-    with transaction.atomic():
-        change_transition(change=change, to=ChangeStatus.CANARY, actor=actor, why=why)
-        flag = services.flag_update(
-            flag=flag,
-            changes={"enabled": True, "rollout_percentage": 0, "status": FlagStatus.TESTING},
-            actor=actor,
-            why=why,
-        )
-        services.override_set(flag=flag, user_id=user_id, enabled=True, actor=actor, why=why)
-        issue = change.issue
-        rollout = Rollout.objects.create(
-            change=change,
-            flag=flag,
-            phase=P.CANARY,
-            phase_started_at=now,
-            canary_seconds=canary_seconds,
-            partial_seconds=partial_seconds,
-            full_seconds=full_seconds,
-            partial_percentage=partial_percentage,
-            affected_user_id=user_id,
-            target_attributes=attributes,
-            issue=issue,
-            fingerprint=issue.fingerprint if issue else "",
-            watched_count_at_phase_start=issue.occurrence_count if issue else 0,
-            watched_allowance=watched_allowance,
-            error_rate_threshold=error_rate_threshold,
-            baseline_error_rate=error_rate_before(project_id=flag.project_id, before=now),
-            created_by=actor,
-            created_at=now,
-        )
-        RolloutStep.objects.create(
-            rollout=rollout,
-            from_phase="",
-            to_phase=P.CANARY,
-            at=now,
-            actor=actor,
-            outcome="started",
-            why=why,
-            metrics={"baseline_error_rate": rollout.baseline_error_rate, "target_attributes": attributes},
-        )
-        audit_record(
-            actor=actor,
-            action="rollout.start",
-            target=_target(rollout),
-            detail={"flag": flag.key, "user": user_id, "durations": durations, "partial": partial_percentage},
-        )
-        _schedule(rollout_id=rollout.pk, phase=P.CANARY, seconds=canary_seconds)
-    return rollout
-
-
 # --- Advancing ----------------------------------------------------------------------------------
 
 
@@ -215,7 +75,7 @@ def _target(rollout: Rollout) -> str:
 
 
 def _visibility_timeout() -> int | None:
-    return (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("visibility_timeout")
+    return settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout")
 
 
 def _schedule(*, rollout_id: int, phase: str, seconds: int) -> None:
@@ -227,27 +87,14 @@ def _schedule(*, rollout_id: int, phase: str, seconds: int) -> None:
         return
 
     def publish() -> None:
-        from flags.tasks import rollout_advance
-        from kaizen_site.celery import app
-
-        connection = app.connection_for_write()
-        broker_errors = (OSError, *connection.connection_errors, *connection.channel_errors)
         try:
-            rollout_advance.apply_async(args=[rollout_id, phase], countdown=seconds, queue=QUEUE)
-        except broker_errors as exc:
+            task_publish(ADVANCE_TASK, args=[rollout_id, phase], countdown=seconds, queue=QUEUE)
+        except broker_errors() as exc:
             logger.warning(
                 "rollout step not scheduled; the sweep advances it", extra={"rollout": rollout_id, "error": str(exc)}
             )
 
     transaction.on_commit(publish)
-
-
-def _after_commit(hook, **kwargs) -> None:
-    """The issue's side of a finished rollout (resolved and learned, or escalated and its pattern
-    weakened) belongs to healing.loop.outcomes, run once the rollout's own record is committed. Its
-    moves are claims, so running one twice is harmless; a failure there is logged and cannot
-    undo the rollout (robust), least of all a kill."""
-    transaction.on_commit(lambda: hook(**kwargs), robust=True)
 
 
 def _load(rollout_id: int) -> Rollout | None:
@@ -357,10 +204,7 @@ def _promote(*, rollout: Rollout, to_phase: str, health: Health, approved_by: st
         if to_phase == P.DONE:
             # Everyone has it now; the canary's override would only hide a later change to the flag.
             services.override_clear(flag=flag, user_id=rollout.affected_user_id, actor=actor, why=flag_why)
-            change.status = Change.objects.filter(pk=change.pk).values_list("status", flat=True).get()
-            if change.status == ChangeStatus.CANARY:
-                change_transition(change=change, to=ChangeStatus.COMPLETE, actor=actor, why=f"Rolled out: {step_why}")
-            _after_commit(outcomes.change_completed, change_id=change.pk)
+            signals.rollout_completed.send(sender=Rollout, change=change, actor=actor, why=step_why)
         outcome = "approved" if approved_by else "completed" if to_phase == P.DONE else "promoted"
         RolloutStep.objects.create(
             rollout=rollout,
@@ -436,24 +280,8 @@ def _rollback(*, rollout: Rollout, why: str, actor: str, health: Health | None, 
             health_notes=f"Rolled back: {why}",
         )
         services.flag_kill(flag=flag, actor=actor, why=f"Rollout of {change.key} rolled back: {why}")
-        current = Change.objects.get(pk=change.pk)
-        if current.status != ChangeStatus.ABORTED:
-            try:
-                change_transition(change=current, to=ChangeStatus.ABORTED, actor=actor, why=f"Rolled back: {why}")
-            except ChangeTransitionError as exc:  # complete is final: the flag is off all the same
-                logger.warning("rolled back change not aborted: %s", exc)
-        if rollout.issue_id:
-            # The severity only, one level: users exposed to the fix met a degradation. The issue's
-            # stage (and what its user is told) is healing's, moved by the change_rolled_back
-            # hook below.
-            severity_raise(issue_id=rollout.issue_id, impact=Impact.ROLLBACK, actor=actor,
-                           why=f"Rollout of {change.key} rolled back: {why}")  # fmt: skip
-            Issue.objects.filter(pk=rollout.issue_id).update(enqueue_state=EnqueueState.PENDING, enqueued_at=now)
-            # As the store does: pending in this transaction, published after commit; if the
-            # broker is down the outbox's re-enqueue (beat) sends it later.
-            issue_id = str(rollout.issue_id)
-            severity = Issue.objects.filter(pk=rollout.issue_id).values_list("severity", flat=True).get()
-            transaction.on_commit(lambda: outbox.issues_enqueue(to_enqueue={issue_id: severity}))
+        # The Change aborted, the issue's severity raised and its work sent again: healing's side.
+        signals.rollout_rolled_back.send(sender=Rollout, rollout=rollout, change=change, actor=actor, why=why, now=now)
         RolloutStep.objects.create(
             rollout=rollout,
             from_phase=from_phase,
@@ -467,7 +295,6 @@ def _rollback(*, rollout: Rollout, why: str, actor: str, health: Health | None, 
         audit_record(
             actor=actor, action="rollout.rollback", target=_target(rollout), detail={"from": from_phase, "why": why}
         )
-        _after_commit(outcomes.change_rolled_back, change_id=change.pk, why=why)
         _alert_owner(
             rollout=rollout,
             kind="rollback",

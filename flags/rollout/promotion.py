@@ -18,9 +18,9 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from flags.models import PromotionPolicy, Rollout
+from flags.rollout import signals
 from flags.rollout.health import phase_exposure
 from healing.models import Change, RiskLevel
-from healing.remediation import raw_plan_risk
 
 # "Risk: high" in a patch summary (markdown emphasis allowed).
 RISK_LINE = re.compile(r"^\W*risk\W*[:=]\W*([a-z]+)", re.IGNORECASE | re.MULTILINE)
@@ -33,9 +33,12 @@ class PolicyDecision:
 
 
 def change_risk(*, change: Change) -> RiskLevel:
-    """The highest of its plan's risk (from the action registry; a plan it refuses is high) and
-    what its patch summary declares ("Risk: high", unrecognised words count as high)."""
-    levels = [raw_plan_risk(change.plan or [])]
+    """The highest of its plan's risk (healing's action registry answers; a plan it refuses is
+    high) and what its patch summary declares ("Risk: high", unrecognised words count as high)."""
+    levels = [risk for _receiver, risk in signals.plan_risk_requested.send(sender=Change, plan=change.plan or [])]
+    if not levels:
+        # Nothing can judge the plan: judged as one the registry refuses.
+        levels = [RiskLevel.HIGH]
     levels += [RiskLevel.parse(word) for word in RISK_LINE.findall(change.patch_summary or "")]
     return max(levels, key=lambda level: level.rank)
 

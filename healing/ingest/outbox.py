@@ -11,36 +11,31 @@ from datetime import timedelta
 
 from django.db.models import F
 from django.utils import timezone
-from kombu.exceptions import KombuError, OperationalError
 
 from healing import metrics
 from healing.models import EnqueueState, Issue
+from kaizen_site.celery import app, broker_errors, task_publish
 
 logger = logging.getLogger("kaizen.outbox")
 
 # Long enough that the publish right after commit has normally happened or failed by then.
 PENDING_GRACE = timedelta(seconds=20)
 REENQUEUE_BATCH = 1000
+PROCESS_TASK = "healing.tasks.process_issue"
 
 
 def issues_enqueue(*, to_enqueue: dict[str, str]) -> int:
     """Publish process_issue for each issue on its severity's queue; returns how many were sent."""
     if not to_enqueue:
         return 0
-    from healing.tasks import process_issue
-    from kaizen_site.celery import app
-
-    # Each transport raises its own client's errors (redis-py's, amqp's...); kombu lists them.
-    connection = app.connection_for_write()
-    broker_errors = (OperationalError, KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
     try:
         # One pipelined round trip for the whole batch on Redis (kombu's publish batch); other
         # transports publish one by one. A failed flush leaves them all pending: sending one twice
         # later is harmless, process_issue is idempotent.
         with app.producer_or_acquire() as producer, producer.batch():
             for issue_id, severity in to_enqueue.items():
-                process_issue.apply_async(args=[issue_id], queue=severity, producer=producer)
-    except broker_errors as exc:
+                task_publish(PROCESS_TASK, args=[issue_id], queue=severity, producer=producer)
+    except broker_errors() as exc:
         metrics.ISSUES_ENQUEUED.labels(queue="", outcome="broker_down").inc(len(to_enqueue))
         Issue.objects.filter(id__in=list(to_enqueue)).update(enqueue_attempts=F("enqueue_attempts") + 1)
         logger.warning(

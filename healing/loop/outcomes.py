@@ -14,8 +14,11 @@ from prometheus_client import Histogram
 
 from healing import metrics
 from healing.audit import AUTOMATIC, audit_record
+from healing.changes.lifecycle import ChangeTransitionError, change_transition
+from healing.loop.learning import incident_fix_failed, incident_learn
+from healing.loop.rca import rca_draft_for_incident
 from healing.loop.stages import issue_move
-from healing.models import Change, ChangeStatus, Issue, Stage
+from healing.models import Change, ChangeStatus, ErrorPattern, IncidentOutcome, Issue, Stage
 from healing.remediation import change_steps_undo
 
 logger = logging.getLogger("kaizen.pipeline")
@@ -51,9 +54,6 @@ def issue_deployed(*, issue: Issue, change: Change, level: str, expected: str = 
 def issue_mitigated(*, issue: Issue, change: Change, expected: str) -> None:
     """Fixed for the affected user by a per-user step: the cause is still there, so the issue is
     not resolved; the next report of it sends it back to work (see healing.ingest.store)."""
-    from healing.loop.learning import incident_learn
-    from healing.loop.rca import rca_draft_for_incident
-    from healing.models import ErrorPattern, IncidentOutcome
 
     if not issue_move(issue=issue, expected=expected, to=Stage.MITIGATED, detail=change.key):
         return
@@ -68,9 +68,6 @@ def issue_mitigated(*, issue: Issue, change: Change, expected: str) -> None:
 
 def change_completed(*, change_id: int) -> None:
     """A Change's fix reached everyone: the issue is resolved and the incident learned."""
-    from healing.loop.learning import incident_learn
-    from healing.loop.rca import rca_draft_for_incident
-    from healing.models import ErrorPattern
 
     change = Change.objects.select_related("issue").get(pk=change_id)
     _riders_complete(change)
@@ -88,7 +85,6 @@ def change_completed(*, change_id: int) -> None:
 
 def _riders_complete(change: Change) -> None:
     """Changes that rode this one's rollout are complete with it."""
-    from healing.changes.lifecycle import change_transition
 
     riders = Change.objects.filter(
         status=ChangeStatus.CANARY, flag_key=change.flag_key, scorecard__metrics__after__rides_rollout_of=change.key
@@ -103,7 +99,6 @@ def _riders_complete(change: Change) -> None:
 def change_rolled_back(*, change_id: int, why: str) -> None:
     """The rollout saw a degradation and rolled back (it already killed the flag and raised the
     issue's severity): what the Change applied is undone, the issue aborted, the pattern weakened."""
-    from healing.loop.learning import incident_fix_failed
 
     change = Change.objects.select_related("issue").get(pk=change_id)
     change_steps_undo(change=change, actor=AUTOMATIC, why=f"Rolled back: {why}")
@@ -121,7 +116,6 @@ def change_rolled_back(*, change_id: int, why: str) -> None:
 
 def change_abort(*, change: Change, why: str, actor: str = AUTOMATIC) -> Change:
     """Abort the Change (unless it finished already) and undo every step it applied."""
-    from healing.changes.lifecycle import ChangeTransitionError, change_transition
 
     current = Change.objects.get(pk=change.pk)
     if current.status not in (ChangeStatus.ABORTED, ChangeStatus.COMPLETE):
@@ -134,8 +128,6 @@ def change_abort(*, change: Change, why: str, actor: str = AUTOMATIC) -> Change:
 
 
 def fix_abort(*, issue: Issue, change: Change, expected: str, why: str) -> None:
-    from healing.loop.learning import incident_fix_failed
-    from healing.models import ErrorPattern
 
     change = change_abort(change=change, why=why)
     issue_escalate(issue=issue, expected=expected, why=why, to=Stage.ABORTED, change=change)
@@ -151,7 +143,6 @@ def issue_escalate(
     """A person is needed: the issue moves to a stage that says so, the owner is alerted and gets a
     draft RCA when the issue is P0/P1. The severity is left alone: it measures the problem's impact,
     not whether Kaizen could fix it (see healing.ingest.classify.severity_raise)."""
-    from healing.loop.rca import rca_draft_for_incident
 
     if not issue_move(issue=issue, expected=expected, to=to, detail=why):
         return

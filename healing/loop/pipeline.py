@@ -22,8 +22,13 @@ from django.conf import settings
 from django.db import transaction
 
 from flags.models import ACTIVE_PHASES, Rollout
+from flags.rollout.start import rollout_start
 from healing import metrics
 from healing.audit import AUTOMATIC, audit_record
+from healing.changes.lifecycle import ChangeError, change_create, change_record_scorecard, change_transition
+from healing.ingest.classify import Impact, severity_raise
+from healing.loop import llm_diagnosis, verify
+from healing.loop.learning import incident_fix_failed
 from healing.loop.outcomes import (
     OPEN_FIX_STATUSES,
     change_abort,
@@ -35,10 +40,12 @@ from healing.loop.outcomes import (
     issue_mitigated,
     level_of,
 )
+from healing.loop.patterns import active_library, pattern_candidates, pattern_match
 from healing.loop.plan_split import FLAG_ACTIONS, PlanSplit, plan_split
 from healing.loop.stages import USER_MESSAGES, issue_move
-from healing.models import Change, ChangeStatus, Issue, IssueEvent, Occurrence, Severity, Stage
+from healing.models import Change, ChangeStatus, IncidentOutcome, Issue, IssueEvent, Occurrence, Severity, Stage
 from healing.remediation import RemediationContext, change_steps_undo, remediation_plan_run
+from kaizen_site.llm import LLMError
 
 logger = logging.getLogger("kaizen.pipeline")
 
@@ -84,7 +91,6 @@ def _latest_occurrence(issue: Issue) -> Occurrence | None:
 
 def issue_heal(*, issue: Issue) -> bool:
     """Diagnose, fix, verify and deploy. Raises LLMError (transient) for the task to retry."""
-    from kaizen_site.llm import LLMError
 
     if not issue_move(issue=issue, expected=Stage.DETECTED, to=Stage.DIAGNOSING):
         return False
@@ -129,9 +135,6 @@ BUSY = (Stage.ROOT_CAUSE_FOUND, Stage.FIXING, Stage.VERIFYING)
 def _regression_check(issue: Issue) -> None:
     """Back after a Change fixed it for everyone: that fix failed in production, which is impact
     (one severity level) and a failure of its pattern. Once per fix (its incident records it)."""
-    from healing.ingest.classify import Impact, severity_raise
-    from healing.loop.learning import incident_fix_failed
-    from healing.models import IncidentOutcome
 
     fixed = Change.objects.filter(
         issue=issue, status=ChangeStatus.COMPLETE, incident__outcome=IncidentOutcome.FIXED
@@ -146,8 +149,6 @@ def _regression_check(issue: Issue) -> None:
 
 def diagnose(*, issue: Issue, occurrence: Occurrence | None) -> dict[str, Any]:
     """Level 0 (a known pattern) or Level 1 (the LLM). The answer is plain data for the next stages."""
-    from healing.loop import llm_diagnosis as llm_diagnosis
-    from healing.loop.patterns import active_library, pattern_candidates, pattern_match
 
     match = pattern_match(issue=issue, occurrence=occurrence)
     if match is not None:
@@ -189,7 +190,6 @@ def _flag_of(plan: list[Mapping[str, Any]]) -> str:
 
 def change_fix(*, issue: Issue, occurrence: Occurrence | None, diagnosis: Mapping[str, Any]) -> None:
     """Open the Change (the diagnosis recorded on it, so a resumed stage knows it), then fix."""
-    from healing.changes.lifecycle import change_create, change_record_scorecard, change_transition
 
     plan = list(diagnosis["plan"])
     change = change_create(
@@ -239,8 +239,6 @@ def change_apply(*, issue: Issue, change: Change) -> None:
 
 def change_verify(*, issue: Issue, change: Change, split: PlanSplit | None = None) -> None:
     """The verifying stage: replay in the sandbox, then deploy, hold for the owner, or abort."""
-    from healing.changes.lifecycle import change_record_scorecard, change_transition
-    from healing.loop import verify
 
     split = split or plan_split(change=change)
     diagnosis = diagnosis_of(change)
@@ -279,7 +277,6 @@ def _hold(*, issue: Issue, change: Change, split: PlanSplit) -> None:
     """Steps the policy does not let run unattended wait for the owner's approval (the console's
     "approve held steps"); the issue needs a person meanwhile. What ran for the user stays: it
     passed verification."""
-    from healing.changes.lifecycle import change_record_scorecard
 
     held = [{"step": e.number, "action": e.raw["action"], "reasons": list(e.reasons)} for e in split.held]
     change_record_scorecard(change=change, actor=AUTOMATIC, held=held)
@@ -293,7 +290,6 @@ def change_held_approve(*, change: Change, actor: str) -> Change:
     """The owner approves the steps the policy held: they run now, and the fix goes on as if the
     policy had allowed them (audited as the owner's decision). Claimed under the Change's lock, so
     a second click runs nothing. Returns the Change as it ends up (aborted if a step failed)."""
-    from healing.changes.lifecycle import ChangeError, change_record_scorecard
 
     with transaction.atomic():
         current = Change.objects.select_for_update(of=("self",)).select_related("issue__project").get(pk=change.pk)
@@ -310,8 +306,6 @@ def change_held_approve(*, change: Change, actor: str) -> Change:
 def change_deploy(*, issue: Issue, change: Change, split: PlanSplit, expected: str, actor: str = AUTOMATIC) -> None:
     """A verified Change reaches users: the steps that reach others (within the policy or
     approved), then the rollout of its flag, or the end of the fix when it has none."""
-    from flags.rollout.engine import rollout_start
-    from healing.changes.lifecycle import change_record_scorecard, change_transition
 
     if split.wide:
         report = remediation_plan_run(plan=[e.raw for e in split.wide], context=_context(issue, change), actor=actor)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flags.rollout.promotion import step_check
 from healing.models import Change
 from healing.remediation import remediation_plan_validate
 
@@ -46,7 +47,6 @@ class PlanSplit:
 def plan_split(*, change: Change, approved: bool = False) -> PlanSplit:
     """Split the Change's plan. `approved`: the owner has approved the held steps, which then run
     with the wide ones. Raises RemediationPlanError when the plan is not runnable."""
-    from flags.rollout.promotion import step_check
 
     project_id = change.issue.project_id if change.issue_id else None
     steps = remediation_plan_validate(change.plan, project=change.issue.project if change.issue_id else None)

@@ -22,6 +22,7 @@ from django.utils import timezone
 from healing.loop import outcomes, pipeline
 from healing.loop.stages import WORKING, issue_move
 from healing.models import Change, ChangeStatus, Issue, Stage
+from kaizen_site.celery import broker_errors, task_publish
 
 logger = logging.getLogger("kaizen.sweep")
 
@@ -73,12 +74,9 @@ def _sweep_one(
 
 def _publish(*, issue_id: uuid.UUID, stage: str, attempt: int, severity: str) -> None:
     """Send the resumption. A broker that is down costs this attempt: the deadline passes again."""
-    from kaizen_site.celery import app
-
-    connection = app.connection_for_write()
     try:
-        app.send_task(RESUME_TASK, args=[str(issue_id), stage, attempt], queue=severity)
-    except (OSError, *connection.connection_errors, *connection.channel_errors) as exc:
+        task_publish(RESUME_TASK, args=[str(issue_id), stage, attempt], queue=severity)
+    except broker_errors() as exc:
         logger.warning("resumption not sent; the next sweep tries again", extra={"issue": str(issue_id),
                                                                                  "error": str(exc)})  # fmt: skip
 

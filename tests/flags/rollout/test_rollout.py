@@ -22,7 +22,8 @@ from flags import services, tasks
 from flags.evaluate import bucket, flag_enabled, snapshot_forget
 from flags.models import Flag, FlagChange, FlagStatus, Override, PromotionPolicy, Rollout, RolloutStep
 from flags.rollout import engine, promotion
-from flags.rollout.engine import Outcome, RolloutError, rollout_advance, rollout_start, rollouts_sweep
+from flags.rollout.engine import Outcome, RolloutError, rollout_advance, rollouts_sweep
+from flags.rollout.start import rollout_start
 from healing.changes.lifecycle import change_create, change_transition
 from healing.loop import outcomes
 from healing.models import AuditEntry, Change, ChangeStatus, EnqueueState, PromotionLogEntry
@@ -158,7 +159,9 @@ def test_each_phase_schedules_its_end_on_the_ops_queue_after_commit(
     start, allow_all, monkeypatch, django_capture_on_commit_callbacks
 ):
     sent = []
-    monkeypatch.setattr(tasks.rollout_advance, "apply_async", lambda **kw: sent.append(kw))
+    monkeypatch.setattr(
+        engine, "task_publish", lambda name, **kw: name == tasks.rollout_advance.name and sent.append(kw)
+    )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         rollout, t0 = start()
     assert sent == []  # nothing before the commit
@@ -177,7 +180,9 @@ def test_a_task_that_fires_early_sends_itself_again_for_the_rest(
 ):
     rollout, t0 = start()
     sent = []
-    monkeypatch.setattr(tasks.rollout_advance, "apply_async", lambda **kw: sent.append(kw))
+    monkeypatch.setattr(
+        engine, "task_publish", lambda name, **kw: name == tasks.rollout_advance.name and sent.append(kw)
+    )
     early = t0 + CANARY - timedelta(seconds=2.5)
     with django_capture_on_commit_callbacks(execute=True):
         assert (
@@ -193,7 +198,9 @@ def test_a_phase_longer_than_the_visibility_timeout_is_left_to_the_sweep(
 ):
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
     sent = []
-    monkeypatch.setattr(tasks.rollout_advance, "apply_async", lambda **kw: sent.append(kw))
+    monkeypatch.setattr(
+        engine, "task_publish", lambda name, **kw: name == tasks.rollout_advance.name and sent.append(kw)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         rollout, t0 = start(canary_seconds=2 * 3600)
     assert sent == []  # redelivered every hour while a worker waited: the sweep ends it instead
