@@ -11,7 +11,6 @@ rule's thresholds, at ingest), a fix that failed in production, a rollback (`sev
 
 import enum
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from django.db import transaction
 
 from healing.audit import AUTOMATIC, audit_record
 from healing.models import ClassificationRule, Issue, Severity
+from kaizen_site.process_cache import ProcessCache
 
 SEVERITY_ORDER = [Severity.P0, Severity.P1, Severity.P2, Severity.P3]
 FALLBACK_SEVERITY = Severity.P2
@@ -98,20 +98,16 @@ def compile_rule(rule: ClassificationRule) -> CompiledRule:
     )
 
 
-_cache: dict[str, Any] = {"rules": None, "loaded_at": 0.0}
+_rules: ProcessCache[list[CompiledRule]] = ProcessCache(ttl=RULES_CACHE_SECONDS)
 
 
 def active_rules() -> list[CompiledRule]:
     """The enabled rules, compiled; reloaded every few seconds so admin edits take effect."""
-    now = time.monotonic()
-    if _cache["rules"] is None or now - _cache["loaded_at"] > RULES_CACHE_SECONDS:
-        _cache["rules"] = [compile_rule(r) for r in ClassificationRule.objects.filter(enabled=True)]
-        _cache["loaded_at"] = now
-    return _cache["rules"]
+    return _rules.get("rules", lambda: [compile_rule(r) for r in ClassificationRule.objects.filter(enabled=True)])
 
 
 def forget_rules() -> None:
-    _cache["rules"] = None
+    _rules.clear()
 
 
 def classify(*, report: Mapping[str, Any], project_id: int, rules: list[CompiledRule]) -> Classification:

@@ -6,25 +6,25 @@ any active project lists the origin, and the request itself is then checked agai
 (healing.authentication refuses an origin its project does not allow).
 """
 
-import time
-
 from corsheaders.signals import check_request_enabled
 
 from healing.models import Project
 from healing.projects import project_for_key
+from kaizen_site.process_cache import ProcessCache
 
 _ORIGINS_TTL = 10.0
-_any_project: dict[str, object] = {"origins": frozenset(), "loaded_at": -_ORIGINS_TTL}
+_any_project: ProcessCache[frozenset[str]] = ProcessCache(ttl=_ORIGINS_TTL)
+
+
+def _origins_load() -> frozenset[str]:
+    origins = set()
+    for allowed in Project.objects.filter(is_active=True).values_list("allowed_origins", flat=True):
+        origins.update(o.rstrip("/") for o in allowed or [])
+    return frozenset(origins)
 
 
 def _all_allowed_origins() -> frozenset[str]:
-    now = time.monotonic()
-    if now - _any_project["loaded_at"] > _ORIGINS_TTL:
-        origins = set()
-        for allowed in Project.objects.filter(is_active=True).values_list("allowed_origins", flat=True):
-            origins.update(o.rstrip("/") for o in allowed or [])
-        _any_project.update(origins=frozenset(origins), loaded_at=now)
-    return _any_project["origins"]
+    return _any_project.get("origins", _origins_load)
 
 
 def origin_allowed(request) -> bool:

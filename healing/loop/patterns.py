@@ -19,7 +19,6 @@ import copy
 import logging
 import math
 import re
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from healing.audit import AUTOMATIC, audit_record
 from healing.ingest.classify import regex_compile
 from healing.ingest.fingerprint import normalize
 from healing.models import ErrorPattern, Incident, IncidentOutcome, Issue, Occurrence
+from kaizen_site.process_cache import ProcessCache
 
 logger = logging.getLogger("kaizen.patterns")
 
@@ -163,21 +163,17 @@ def library_build(patterns: Iterable[ErrorPattern]) -> Library:
     return Library(patterns=compiled, index=index)
 
 
-_cache: dict[str, Any] = {"library": None, "loaded_at": 0.0}
+_library: ProcessCache[Library] = ProcessCache(ttl=PATTERNS_CACHE_SECONDS)
 
 
 def active_library() -> Library:
     """The enabled patterns, compiled; reloaded every few seconds so console edits and newly
     learned patterns take effect in every process."""
-    now = time.monotonic()
-    if _cache["library"] is None or now - _cache["loaded_at"] > PATTERNS_CACHE_SECONDS:
-        _cache["library"] = library_build(ErrorPattern.objects.filter(enabled=True))
-        _cache["loaded_at"] = now
-    return _cache["library"]
+    return _library.get("library", lambda: library_build(ErrorPattern.objects.filter(enabled=True)))
 
 
 def forget_patterns() -> None:
-    _cache["library"] = None
+    _library.clear()
 
 
 def patterns_changed() -> None:

@@ -1,8 +1,6 @@
 """The periodic work and the caches no request path exercises: the daily P3 batch, occurrence
 retention, and the key cache with a real time-to-live."""
 
-import types
-
 import orjson
 import pytest
 from django.conf import settings
@@ -138,7 +136,7 @@ def key_clock(monkeypatch, settings):
     settings.KAIZEN_KEY_CACHE_SECONDS = 30
     settings.KAIZEN_INGEST_MODE = "stream"  # the accepted path touches no database: any query is the key look-up
     clock = Clock()
-    monkeypatch.setattr(projects, "time", types.SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(projects._keys, "timer", clock)
     return clock
 
 
