@@ -5,6 +5,8 @@ from typing import Any
 
 from django import forms
 
+from kaizen_site.diff import changes_between
+
 
 def request_actor(request) -> str:
     """The console user, as the audit log names them."""
@@ -23,7 +25,7 @@ def form_changes(form: forms.ModelForm, obj: Any, *, created: bool = False) -> d
     names = list(form.fields) if created else form.changed_data
     after = {name: _jsonable(getattr(obj, obj._meta.get_field(name).attname)) for name in names}
     before = {} if created else {name: _jsonable(form.initial.get(name)) for name in names}
-    return {"before": before, "after": after}
+    return changes_between(before, after)
 
 
 class ReadOnlyMixin:

@@ -31,6 +31,7 @@ from healing.models import (
     PromotionLogEntry,
     Severity,
 )
+from kaizen_site.diff import changes_between, fields_read
 
 S = ChangeStatus
 
@@ -288,11 +289,12 @@ def change_update(*, change: Change, fields: Mapping[str, Any], actor: str) -> C
             values["severity"] = severity_parse(values["severity"])
         if "flag_key" in values:
             values["flag_key"] = _flag_key_clean(values["flag_key"] or "")
-        before = {name: _jsonable(getattr(current, name)) for name in values}
+        before = fields_read(current, values, as_value=_jsonable)
         for name, value in values.items():
             setattr(current, name, value)
         current.full_clean()
-        changed = [name for name in values if _jsonable(getattr(current, name)) != before[name]]
+        diff = changes_between(before, fields_read(current, values, as_value=_jsonable))
+        changed = list(diff["after"])
         if not changed:
             return current
         if {"patch_summary", "patch_diff"} & set(changed):
@@ -306,10 +308,7 @@ def change_update(*, change: Change, fields: Mapping[str, Any], actor: str) -> C
             actor=actor,
             action="change.update",
             target=change_target(current),
-            detail={
-                "before": {name: before[name] for name in changed if name in before},
-                "after": {name: _jsonable(getattr(current, name)) for name in changed if name in before},
-            },
+            detail=diff,
         )
     return current
 

@@ -5,6 +5,7 @@ Plain JSON views: this is the product Kaizen heals, not Kaizen's API. Users are 
 sandbox, a verification replay is named by the signed X-Kaizen-Sandbox-User instead (see demo).
 """
 
+import functools
 import logging
 import re
 
@@ -44,25 +45,25 @@ def _body(request: HttpRequest) -> dict:
 
 
 def _demo_only(view):
+    @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         if not settings.KAIZEN_DEMO:
             raise Http404("The demo product is off (KAIZEN_DEMO).")
         return view(request, *args, **kwargs)
 
-    wrapper.__name__ = view.__name__
     return wrapper
 
 
 def _logged_in(view):
     """Answers 401 without a user; the view gets the user's name."""
 
+    @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         user = _user(request)
         if user is None:
             return _error(401, "not_logged_in", "Log in first.")
         return view(request, user, *args, **kwargs)
 
-    wrapper.__name__ = view.__name__
     return wrapper
 
 
@@ -70,13 +71,13 @@ def _guarded(view):
     """Demo only; a refused verification probe is a 403, never a silent pass or a 500."""
 
     @_demo_only
+    @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
         except ProbeRefused as exc:
             return _error(403, "probe_refused", str(exc.detail))
 
-    wrapper.__name__ = view.__name__
     return csrf_exempt(wrapper)
 
 
