@@ -16,7 +16,7 @@ MAX_KEYS = 100
 
 
 def clearable_prefixes() -> tuple[str, ...]:
-    return tuple(getattr(settings, "KAIZEN_REMEDIATION_CACHE_PREFIXES", None) or ())
+    return tuple(settings.KAIZEN_REMEDIATION_CACHE_PREFIXES)
 
 
 class CacheParams(Params):

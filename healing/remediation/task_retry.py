@@ -21,7 +21,7 @@ BUILT_IN_TASKS: dict[str, tuple[str, ...]] = {
 
 
 def retryable_tasks() -> dict[str, tuple[str, ...]]:
-    extra = getattr(settings, "KAIZEN_REMEDIATION_TASKS", None) or {}
+    extra = settings.KAIZEN_REMEDIATION_TASKS
     return {**BUILT_IN_TASKS, **{name: tuple(queues) for name, queues in extra.items()}}
 
 

@@ -1,7 +1,6 @@
 """LLM diagnosis through the real anthropic SDK, faked only at its HTTP transport (httpx2): the
 schema, the re-ask, the fallbacks, the error mapping, and the LLMCall rows every attempt leaves."""
 
-import json
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -16,6 +15,7 @@ from healing.loop.llm_diagnosis import ESCALATE, NEEDS_INPUT, OFF, Diagnosis, is
 from kaizen_site import checks
 from kaizen_site.llm import LLM_OFF, LLMError, cost_estimate, model_info
 from kaizen_site.models import LLMCall
+from tests.anthropic_fake import FakeAPI, error, ok, raising
 from tests.factories import IssueFactory, OccurrenceFactory
 
 pytestmark = pytest.mark.django_db
@@ -56,42 +56,6 @@ def message(tool_input=None, *, text=None, stop_reason="tool_use", model="claude
         "stop_sequence": None,
         "usage": {"input_tokens": 1200, "output_tokens": 400},
     }
-
-
-def ok(body: dict):
-    return lambda request: httpx2.Response(200, json=body, headers={"request-id": "req_01"})
-
-
-def error(status: int, kind: str, headers: dict | None = None):
-    body = {"type": "error", "error": {"type": kind, "message": f"{kind} happened"}, "request_id": "req_err"}
-    return lambda request: httpx2.Response(status, json=body, headers=headers or {})
-
-
-def raising(exc_class):
-    def respond(request):
-        raise exc_class("simulated", request=request)
-
-    return respond
-
-
-class FakeAPI:
-    """The Messages endpoint behind an httpx2.MockTransport: answers in turn (the last one
-    repeats) and keeps every request it saw."""
-
-    def __init__(self, *answers) -> None:
-        self.answers, self.requests = list(answers), []
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        respond = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return respond(request)
-
-    @property
-    def client(self) -> httpx2.Client:
-        return httpx2.Client(transport=httpx2.MockTransport(self))
-
-    def body(self, index: int) -> dict:
-        return json.loads(self.requests[index].content)
 
 
 @pytest.fixture

@@ -220,7 +220,8 @@ def test_a_first_seen_problem_is_diagnosed_by_the_llm_and_the_next_one_by_the_le
 ):
     from kaizen_site import llm
     from kaizen_site.models import LLMCall
-    from tests.healing.loop.test_diagnosis import FakeAPI, answer, message, ok
+    from tests.anthropic_fake import FakeAPI, ok
+    from tests.healing.loop.test_diagnosis import answer, message
 
     settings.ANTHROPIC_API_KEY = "sk-ant-test"
     settings.KAIZEN_LLM_MODEL = "claude-sonnet-5"

@@ -4,7 +4,6 @@ import json
 import time
 from datetime import timedelta
 
-import httpx2
 import pytest
 from django.utils import timezone
 
@@ -12,6 +11,7 @@ from healing.loop import rca as rca_module
 from healing.loop.rca import SECTIONS, edit_distance, rca_approve, rca_draft, rca_draft_for_incident, rca_opened
 from healing.models import AuditEntry, Change, RcaSource, RcaStatus, RootCauseAnalysis
 from kaizen_site.models import LLMCall
+from tests.anthropic_fake import FakeAPI, error, ok
 from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
 
 pytestmark = pytest.mark.django_db
@@ -85,21 +85,6 @@ def no_llm(settings):
     return settings
 
 
-class FakeAPI:
-    """The Messages endpoint behind an httpx2.MockTransport, keeping every request."""
-
-    def __init__(self, status: int, body: dict) -> None:
-        self.status, self.body, self.requests = status, body, []
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        return httpx2.Response(self.status, json=self.body, headers={"request-id": "req_rca"})
-
-    @property
-    def client(self) -> httpx2.Client:
-        return httpx2.Client(transport=httpx2.MockTransport(self))
-
-
 def tool_answer(sections: dict) -> dict:
     return {
         "id": "msg_rca",
@@ -163,7 +148,7 @@ def test_only_p0_and_p1_incidents_get_a_write_up(no_llm):
 
 
 def test_llm_draft_goes_through_the_real_client_and_is_logged(llm, issue, change):
-    api = FakeAPI(200, tool_answer(SECTIONS_ANSWER))
+    api = FakeAPI(ok(tool_answer(SECTIONS_ANSWER)))
 
     rca = rca_draft(issue=issue, change=change, http_client=api.client)
 
@@ -182,7 +167,7 @@ def test_llm_draft_goes_through_the_real_client_and_is_logged(llm, issue, change
 
 
 def test_llm_failure_falls_back_to_the_template(llm, issue):
-    api = FakeAPI(500, {"type": "error", "error": {"type": "api_error", "message": "boom"}})
+    api = FakeAPI(error(500, "api_error"))
 
     rca = rca_draft(issue=issue, http_client=api.client)
 
@@ -193,7 +178,7 @@ def test_llm_failure_falls_back_to_the_template(llm, issue):
 
 
 def test_an_invalid_llm_answer_falls_back_to_the_template(llm, issue):
-    api = FakeAPI(200, tool_answer({**SECTIONS_ANSWER, "impact": ""}))
+    api = FakeAPI(ok(tool_answer({**SECTIONS_ANSWER, "impact": ""})))
 
     rca = rca_draft(issue=issue, http_client=api.client)
 
