@@ -7,7 +7,7 @@ from healing.ingest.classify import Impact, severity_raise
 from healing.loop import pipeline
 from healing.models import AuditEntry, Change, Incident, Issue, Stage
 from tests.factories import IssueFactory
-from tests.healing.ingest.test_sentry import envelope, sentry_event
+from tests.healing.ingest.sentry_support import envelope, sentry_event
 from tests.healing.loop.test_pipeline import GENERATE, finish_rollout, report
 
 
