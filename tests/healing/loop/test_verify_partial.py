@@ -52,6 +52,7 @@ def test_one_failed_replay_of_ten_fails_the_verdict(sandbox, flaky_generate, fai
     calls = flaky_generate(failing)
     verdict = verify.change_verify(
         replay=verify.replay_of(GENERATE),
+        project_id=demo.demo_project_id() or 0,
         affected_user="alice",
         flag_key=demo.FLAG_GENERATE_RETRY,
         occurrences_before=3,
