@@ -11,8 +11,7 @@ from django.conf import settings
 from django.test import Client
 
 from healing import projects
-from healing.ingest import classify
-from healing.ingest import consumer as stream
+from healing.ingest import classify, consumer
 from healing.loop import patterns
 from healing.models import ClassificationRule, ErrorPattern, Issue, Occurrence
 from kaizen_site.celery import app as celery_app
@@ -101,7 +100,7 @@ def drain():
     def run(**kwargs):
         if settings.KAIZEN_INGEST_MODE != "stream":
             return None
-        return stream.drain(stop=threading.Event(), until_empty=True, **kwargs)
+        return consumer.drain(stop=threading.Event(), until_empty=True, **kwargs)
 
     return run
 

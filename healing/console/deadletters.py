@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from healing.audit import audit_record
-from healing.ingest import consumer as stream
+from healing.ingest import consumer
 from healing.models import IngestDeadLetter
 from kaizen_site.console import ReadOnlyMixin, request_actor
 
@@ -37,7 +37,7 @@ class IngestDeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def store_again(self, request, queryset) -> None:
         stored, failing = 0, 0
         for letter in queryset.filter(stored_at__isnull=True):
-            if stream.dead_letter_store_again(dead_letter=letter):
+            if consumer.dead_letter_store_again(dead_letter=letter):
                 stored += 1
                 audit_record(actor=request_actor(request), action=STORED_AGAIN, target=f"dead letter {letter.id}",
                              detail={"entry_id": letter.entry_id, "event_id": str(letter.event_id or "")})  # fmt: skip

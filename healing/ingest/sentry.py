@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from healing import metrics
-from healing.ingest import accept as ingest
+from healing.ingest import accept
 from healing.ingest.errors import IngestError, too_large
 
 # Item types that carry an error event. `security` is a CSP (or similar) report that Sentry has
@@ -207,7 +207,7 @@ def event_id_hex(value: Any) -> str | None:
 def event_report(*, event: Mapping[str, Any], event_id: Any = None) -> dict[str, Any]:
     """A Sentry event as a validated native report. `event_id` is the envelope's, used when the
     event has none. Over-long SDK data is truncated to the report's limits, not refused."""
-    return ingest.report_validate(event_convert(event=event, event_id=event_id))
+    return accept.report_validate(event_convert(event=event, event_id=event_id))
 
 
 def event_convert(*, event: Mapping[str, Any], event_id: Any = None) -> dict[str, Any]:

@@ -19,8 +19,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from healing.authentication import project_authenticate
-from healing.ingest import accept as ingest
-from healing.ingest import sentry
+from healing.ingest import accept, sentry
 from healing.ingest.errors import IngestError
 from healing.ingest.parsers import body_read
 from healing.ingest.views import IngestView
@@ -105,7 +104,7 @@ class SentryIngestView(IngestView):
     def accept(self, request, reports: list[dict], *, fallback_id=None) -> Response:
         # Each event costs one of the project's quota; an envelope with none (sessions, client
         # reports...) costs nothing.
-        accepted = ingest.reports_accept(project=request.auth, reports=reports, source=self.source)
+        accepted = accept.reports_accept(project=request.auth, reports=reports, source=self.source)
         event_id = sentry.event_id_hex(accepted[0].event_id if accepted else fallback_id)
         return Response({"id": event_id} if event_id else {})
 

@@ -18,8 +18,7 @@ from rest_framework.views import APIView
 
 from healing import metrics
 from healing.authentication import ProjectKeyAuthentication
-from healing.ingest import accept as ingest
-from healing.ingest import bodies
+from healing.ingest import accept, bodies
 from healing.ingest.errors import IngestError, Unavailable
 from healing.ingest.parsers import ReportJSONParser, ReportTextParser
 from healing.ingest.schemas import IssueAccepted, IssueReport
@@ -114,8 +113,8 @@ class IssueReportView(IngestView):
             raise IngestError("invalid_json", "Body is empty.")
         if not request.content_type:
             raise UnsupportedMediaType("", detail="Send the report as application/json (or text/plain).")
-        report = ingest.report_validate(request.data)
-        accepted = ingest.reports_accept(project=request.auth, reports=[report], source=self.source)[0]
+        report = accept.report_validate(request.data)
+        accepted = accept.reports_accept(project=request.auth, reports=[report], source=self.source)[0]
         return Response(
             {"event_id": accepted.event_id, "issue_id": accepted.issue_id, "stage": accepted.stage},
             status=status.HTTP_202_ACCEPTED,

@@ -9,7 +9,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from healing.ingest import consumer as stream
+from healing.ingest import consumer
 
 
 class Command(BaseCommand):
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         self.stdout.write(f"Consuming {settings.KAIZEN_INGEST_STREAM} in batches of {batch}.")
-        stats = stream.drain(stop=stop, consumer=name, batch=batch, until_empty=until_empty)
+        stats = consumer.drain(stop=stop, consumer=name, batch=batch, until_empty=until_empty)
         self.stdout.write(
             f"Stopped: {stats.stored} stored, {stats.duplicates} duplicates, {stats.claimed} re-claimed, "
             f"{stats.dead} dead-lettered in {stats.batches} batches; {stats.redis_errors} Redis errors waited out."

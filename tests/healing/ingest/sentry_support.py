@@ -8,7 +8,7 @@ import zlib
 import orjson
 import pytest
 
-from healing.ingest import accept as ingest
+from healing.ingest import accept
 
 FROZEN_NOW = 1_700_000_000.0  # 20 s into a rate-limit window: Retry-After is 40
 
@@ -89,7 +89,7 @@ def sentry_event(**fields) -> dict:
 @pytest.fixture
 def frozen_clock(monkeypatch):
     """One fixed rate-limit window, so a test never straddles two."""
-    monkeypatch.setattr(ingest, "time", types.SimpleNamespace(time=lambda: FROZEN_NOW))
+    monkeypatch.setattr(accept, "time", types.SimpleNamespace(time=lambda: FROZEN_NOW))
 
 
 @pytest.fixture

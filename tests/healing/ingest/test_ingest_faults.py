@@ -23,8 +23,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from healing.ingest import accept as ingest
-from healing.ingest import consumer as stream
+from healing.ingest import accept, consumer
 from healing.ingest.accept import record_build
 from healing.models import AuditEntry, IngestDeadLetter, Issue, Occurrence, issue_id_for
 from healing.projects import project_for_key
@@ -49,7 +48,7 @@ def _append(entries: list[dict[bytes, bytes]]) -> None:
 def _backlog() -> tuple[int, int]:
     client = redis_client.get().client
     name = settings.KAIZEN_INGEST_STREAM
-    return client.xlen(name), client.xpending(name, stream.GROUP)["pending"]
+    return client.xlen(name), client.xpending(name, consumer.GROUP)["pending"]
 
 
 # --- One bad entry, the rest stored -----------------------------------------------------------
@@ -81,7 +80,7 @@ def test_entries_the_database_refuses_are_dead_lettered_and_the_batch_goes_on(pr
     assert set(letters) == {uuid.UUID(p["event_id"]).hex for p in poisons}
     for poison in poisons:
         letter = letters[uuid.UUID(poison["event_id"]).hex]
-        assert letter.attempts == stream.ATTEMPTS_ALONE
+        assert letter.attempts == consumer.ATTEMPTS_ALONE
         assert orjson.loads(bytes(letter.raw)) == poison
         assert letter.project_id is None if poison is orphan else letter.project_id == project_key.project_id
     assert "IntegrityError" in letters[uuid.UUID(orphan["event_id"]).hex].error
@@ -96,12 +95,12 @@ def test_a_dead_letter_stored_again_counts_once(project_key, drain):
     _append([{b"r": orjson.dumps(broken)}])
     drain()
     letter = IngestDeadLetter.objects.get()
-    assert stream.dead_letter_store_again(dead_letter=letter) is False  # the cause is still there
+    assert consumer.dead_letter_store_again(dead_letter=letter) is False  # the cause is still there
     fixed = broken | {"issue_id": str(issue_id_for(project_id=auth.project_id, fingerprint=broken["fingerprint"]))}
     IngestDeadLetter.objects.filter(id=letter.id).update(raw=orjson.dumps(fixed))
     letter.refresh_from_db()
-    assert stream.dead_letter_store_again(dead_letter=letter) is True
-    assert stream.dead_letter_store_again(dead_letter=letter) is True
+    assert consumer.dead_letter_store_again(dead_letter=letter) is True
+    assert consumer.dead_letter_store_again(dead_letter=letter) is True
     assert Occurrence.objects.filter(event_id=broken["event_id"]).count() == 1
     assert Issue.objects.get().occurrence_count == 1
     letter.refresh_from_db()
@@ -127,7 +126,7 @@ def database_unreachable() -> Iterator[None]:
 def _consume(*, stop: threading.Event, into: dict) -> None:
     """The consumer loop in a thread, which closes the connection the thread opened."""
     try:
-        into["stats"] = stream.drain(stop=stop, consumer="c", block_ms=100)
+        into["stats"] = consumer.drain(stop=stop, consumer="c", block_ms=100)
     finally:
         connection.close()
 
@@ -196,7 +195,7 @@ def own_redis(settings, tmp_path) -> Iterator[RedisServer]:
     server.start()
     settings.REDIS_URL = server.url
     settings.KAIZEN_INGEST_MODE = "stream"
-    ingest.local_quota_forget()
+    accept.local_quota_forget()
     try:
         yield server
     finally:
@@ -222,7 +221,7 @@ def test_ingest_writes_to_the_database_while_redis_is_down(client, project_key, 
     own_redis.start()  # an empty Redis: the stream and its group are gone
     after = [_post(client, project_key, f"after {i}") for i in range(2)]
     assert [a.json()["stage"] for a in after] == ["received"] * 2  # the cached client reconnected
-    stats = stream.drain(stop=threading.Event(), until_empty=True)
+    stats = consumer.drain(stop=threading.Event(), until_empty=True)
     assert stats.stored == 2
     assert set(Occurrence.objects.values_list("message", flat=True)) == stored | {"after 0", "after 1"}
 

@@ -27,7 +27,7 @@ from django.db import DataError
 from hypothesis import assume, event, example, given, note
 from hypothesis import strategies as st
 
-from healing.ingest import accept as ingest
+from healing.ingest import accept
 from healing.models import Issue, IssueType, Occurrence
 from tests.strategies import PROPERTY, as_json, json_scalars, json_values
 
@@ -265,20 +265,20 @@ def answered(call):
 class Example:
     """One generated request's bookkeeping. All examples of a test share its database transaction,
     so each starts by clearing what the previous one stored and logged. What ingest accepted is
-    read from `ingest.reports_accept`'s answer (a spy that calls through): an SDK may be answered
+    read from `accept.reports_accept`'s answer (a spy that calls through): an SDK may be answered
     with an event id it sent even when the event is dropped, so the response alone cannot say."""
 
     def __init__(self, *, caplog, ingest_written, monkeypatch) -> None:
         self.caplog, self.ingest_written = caplog, ingest_written
-        self.accepted: list[ingest.Accepted] = []
-        real = ingest.reports_accept
+        self.accepted: list[accept.Accepted] = []
+        real = accept.reports_accept
 
         def spy(**kwargs):
             answer = real(**kwargs)
             self.accepted.extend(answer)
             return answer
 
-        monkeypatch.setattr(ingest, "reports_accept", spy)
+        monkeypatch.setattr(accept, "reports_accept", spy)
 
     def start(self) -> None:
         self.caplog.clear()

@@ -12,8 +12,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from healing.ingest import consumer as stream
-from healing.ingest import outbox
+from healing.ingest import consumer, outbox
 from healing.ingest.accept import record_build, reports_accept
 from healing.models import IngestDeadLetter, Issue, Occurrence
 from healing.projects import project_for_key
@@ -53,24 +52,24 @@ def test_a_batch_stored_but_never_acknowledged_is_not_counted_twice(project_key,
 
     monkeypatch.setattr(outbox, "issues_enqueue", die)  # runs after the commit, before XACK
     with pytest.raises(Crash):
-        stream.drain(stop=threading.Event(), consumer="dead", batch=50, until_empty=True)
+        consumer.drain(stop=threading.Event(), consumer="dead", batch=50, until_empty=True)
     assert Occurrence.objects.count() == 50  # the first batch was committed...
     client = redis_client.get().client
-    assert client.xpending(settings.KAIZEN_INGEST_STREAM, stream.GROUP)["pending"] == 50  # ...but not acknowledged
+    assert client.xpending(settings.KAIZEN_INGEST_STREAM, consumer.GROUP)["pending"] == 50  # ...but not acknowledged
     monkeypatch.undo()
 
     stats = drain(consumer="survivor", claim_idle_ms=0)
     assert (stats.claimed, stats.duplicates, stats.stored) == (50, 50, 70)
     _assert_exactly_once(120)
     assert client.xlen(settings.KAIZEN_INGEST_STREAM) == 0
-    assert client.xpending(settings.KAIZEN_INGEST_STREAM, stream.GROUP)["pending"] == 0
+    assert client.xpending(settings.KAIZEN_INGEST_STREAM, consumer.GROUP)["pending"] == 0
 
 
 def test_a_restarted_consumer_rereads_its_own_pending_entries_first(project_key, drain, monkeypatch):
     _accept(project_key, 30)
     monkeypatch.setattr(outbox, "issues_enqueue", lambda **kwargs: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
-        stream.drain(stop=threading.Event(), consumer="same", batch=10, until_empty=True)
+        consumer.drain(stop=threading.Event(), consumer="same", batch=10, until_empty=True)
     monkeypatch.undo()
     stats = drain(consumer="same")  # same name, long claim idle: its own pending come first
     assert stats.claimed == 0
@@ -107,10 +106,10 @@ def test_database_failure_leaves_the_batch_pending_and_retries(project_key, monk
             raise OperationalError("database restarting")
         return real(**kwargs)
 
-    monkeypatch.setattr(stream.store, "reports_store", flaky)
+    monkeypatch.setattr(consumer.store, "reports_store", flaky)
     stop = threading.Event()
     threading.Timer(3.0, stop.set).start()  # the loop waits 1 s after a failure, then retries
-    stream.drain(stop=stop, consumer="c1", block_ms=100)
+    consumer.drain(stop=stop, consumer="c1", block_ms=100)
     assert len(calls) >= 2
     _assert_exactly_once(5)
 
