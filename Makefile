@@ -39,9 +39,11 @@ test: $(VENV)/.installed
 test-sqlite: $(VENV)/.installed
 	DATABASE_URL= $(VENV)/bin/pytest
 
+# The import contracts are in pyproject.toml ([tool.importlinter]).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(VENV)/.installed
 	$(PY) bench/ingest.py

@@ -13,7 +13,7 @@ import time
 from celery import shared_task
 from celery.signals import task_prerun
 
-from healing import redis_client
+from kaizen_site import redis_client
 
 STARTS_KEY = "bench:process_issue:started"
 PROCESS_ISSUE = "healing.tasks.process_issue"

@@ -79,8 +79,8 @@ def setup() -> str:
     django.setup()
     from django.core.management import call_command
 
-    from healing import redis_client
     from healing.models import Project
+    from kaizen_site import redis_client
 
     redis_client.get().client.flushdb()
     call_command("migrate", "--noinput", verbosity=0)

@@ -78,7 +78,7 @@ def demo_project_key() -> str:
 
 
 def redis():
-    from healing import redis_client
+    from kaizen_site import redis_client
 
     return redis_client.get().client
 

@@ -1,5 +1,5 @@
 """Flags, their rollouts and the promotion policy in the Manager's Console. Every flag save goes
-through flags.services and every rollout move through flags.rollout, so the console's edits land
+through flags.services and every rollout move through flags.rollout.engine, so the console's edits land
 in the history and the audit log like any other change."""
 
 from datetime import timedelta
@@ -12,12 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.html import format_html_join
 
-from healing.admin_common import ReadOnlyMixin
-from healing.audit import audit_record
-
-from . import rollout as rollouts
-from . import services
-from .models import (
+from flags import services
+from flags.models import (
     ACTIVE_PHASES,
     RESERVED_KEYS,
     ApprovalState,
@@ -28,6 +24,9 @@ from .models import (
     Rollout,
     RolloutStep,
 )
+from flags.rollout import engine as rollouts
+from healing.audit import audit_record
+from kaizen_site.console import ReadOnlyMixin
 
 
 class FlagForm(forms.ModelForm):
@@ -191,7 +190,7 @@ class RolloutStateFilter(admin.SimpleListFilter):
 
 @admin.register(Rollout)
 class RolloutAdmin(admin.ModelAdmin):
-    """Rollouts are started and moved by flags.rollout only: the page shows them, and the two
+    """Rollouts are started and moved by flags.rollout.engine only: the page shows them, and the two
     actions are the owner's levers (approve a waiting promotion, roll back now)."""
 
     list_display = ["change", "flag", "phase", "exposure", "health", "awaiting", "phase_started_at", "due_at"]
@@ -211,7 +210,7 @@ class RolloutAdmin(admin.ModelAdmin):
     fields = readonly_fields
 
     def has_add_permission(self, request) -> bool:
-        return False  # a rollout starts from its verified Change (flags.rollout.rollout_start)
+        return False  # a rollout starts from its verified Change (flags.rollout.start.rollout_start)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # saving the form would write back a phase the engine may have moved

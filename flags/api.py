@@ -14,13 +14,10 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from healing.authentication import ProjectKeyAuthentication
-from healing.schemas import ErrorBody
-
-from . import evaluate, selectors, services
-from .authentication import IsProjectOwner
-from .probes import probe_forced_flags
-from .serializers import (
+from flags import evaluate, selectors, services
+from flags.authentication import IsProjectOwner
+from flags.probes import probe_forced_flags
+from flags.serializers import (
     EvaluateRequest,
     EvaluateResponse,
     FlagOut,
@@ -29,6 +26,8 @@ from .serializers import (
     UserQuery,
     WhyBody,
 )
+from healing.authentication import ProjectKeyAuthentication
+from kaizen_site.api import ErrorBody
 
 KEY_PARAM = OpenApiParameter("key", str, description="The project's public key (instead of `X-Kaizen-Key`).")
 FLAG_KEY_PARAM = OpenApiParameter("flag_key", str, location=OpenApiParameter.PATH, description="The flag's key.")

@@ -30,9 +30,8 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Sum
 
-from healing import redis_client
-
-from .models import Flag, Override, SnapshotVersion
+from flags.models import Flag, Override, SnapshotVersion
+from kaizen_site import redis_client
 
 logger = logging.getLogger("kaizen.flags")
 

@@ -119,7 +119,7 @@ class SnapshotVersion(models.Model):
         return f"{self.project_id}@{self.version}"
 
 
-# --- Progressive rollout (flags.rollout) -------------------------------------------------------
+# --- Progressive rollout (flags.rollout.engine) -------------------------------------------------------
 
 from django.core.exceptions import ValidationError  # noqa: E402
 from django.db.models.functions import Coalesce  # noqa: E402
@@ -145,7 +145,7 @@ class ApprovalState(models.TextChoices):
 
 class Rollout(models.Model):
     """One Change's progressive rollout behind its flag: canary → partial → full → done, or
-    rolled back. `phase` moves only by a conditional UPDATE in flags.rollout, which is what makes
+    rolled back. `phase` moves only by a conditional UPDATE in flags.rollout.engine, which is what makes
     a duplicate or stale advance do nothing."""
 
     change = models.OneToOneField(Change, on_delete=models.PROTECT, related_name="rollout")
@@ -257,7 +257,7 @@ class RolloutStep(models.Model):
 
 class PromotionPolicy(models.Model):
     """What the owner lets Kaizen promote without asking: checked before every promotion of a
-    rollout (flags.promotion.policy_check). One row per project, and one with no project that
+    rollout (flags.rollout.promotion.policy_check). One row per project, and one with no project that
     applies to every project without its own."""
 
     project = models.ForeignKey(

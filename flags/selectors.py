@@ -1,7 +1,7 @@
 """Reads of flag rows (evaluations never come here: they read the snapshot in flags.evaluate)."""
 
-from .evaluate import UnknownFlag
-from .models import Flag
+from flags.evaluate import UnknownFlag
+from flags.models import Flag
 
 
 def flag_get(*, project_id: int, key: str) -> Flag:

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from .models import Flag, FlagStatus
+from flags.models import Flag, FlagStatus
 
 MAX_BATCH = 1000
 

@@ -11,11 +11,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from flags import evaluate
+from flags.models import RESERVED_KEYS, Flag, FlagChange, FlagStatus, Override, SnapshotVersion
 from healing.audit import audit_record
 from healing.models import Project
-
-from . import evaluate
-from .models import RESERVED_KEYS, Flag, FlagChange, FlagStatus, Override, SnapshotVersion
+from kaizen_site.diff import changes_between, fields_read
 
 # What flag_update may change. The kill switch has its own functions (flag_kill, flag_revive),
 # so that it always carries who pulled it and when.
@@ -102,14 +102,14 @@ def flag_update(*, flag: Flag, changes: Mapping[str, Any], actor: str, why: str)
         raise ValidationError({field: "Not editable here." for field in sorted(unknown)})
     with transaction.atomic():
         current = _locked(flag)
-        before = {field: getattr(current, field) for field in changes}
+        before = fields_read(current, changes)
         for field, value in changes.items():
             setattr(current, field, value)
         if "group_id" in changes and not current.group_id:
             current.group_id = current.key
         current.full_clean()  # also turns form and JSON values into the fields' types
-        after = {field: getattr(current, field) for field in changes}
-        changed = [field for field in changes if before[field] != after[field]]
+        diff = changes_between(before, fields_read(current, changes))
+        changed = list(diff["after"])
         if not changed:
             return current
         current.updated_at = timezone.now()
@@ -118,8 +118,8 @@ def flag_update(*, flag: Flag, changes: Mapping[str, Any], actor: str, why: str)
             flag=current,
             actor=actor,
             action="update",
-            before={field: before[field] for field in changed},
-            after={field: after[field] for field in changed},
+            before=diff["before"],
+            after=diff["after"],
             why=why,
         )
     return current

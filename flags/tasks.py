@@ -1,9 +1,9 @@
-"""Celery tasks of the rollout engine: thin shells over flags.rollout, on the ops queue."""
+"""Celery tasks of the rollout engine: thin shells over flags.rollout.engine, on the ops queue."""
 
 from celery import shared_task
 from django.db import DatabaseError
 
-from . import rollout
+from flags.rollout import engine as rollout
 
 
 @shared_task(queue=rollout.QUEUE, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=5)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api
+from flags import api
 
 urlpatterns = [
     path("flags", api.FlagsForUserView.as_view(), name="flags-for-user"),

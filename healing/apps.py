@@ -10,10 +10,14 @@ class HealingConfig(AppConfig):
     verbose_name = "Healing"
 
     def ready(self) -> None:
+        # Imported here, not at the top: they need the app registry this method runs after.
         from django.conf import settings
 
-        from kaizen_site import checks  # noqa: F401 - registers the configuration checks
+        from healing.ingest import cors  # noqa: F401 - connects the per-project CORS signal
+        from healing.loop import rollouts
+        from healing.metrics import HealingCollector
+        from kaizen_site import checks, ops  # noqa: F401 - checks registers the configuration checks
 
-        from . import cors  # noqa: F401 - connects the per-project CORS signal
-
+        rollouts.receivers_connect()
+        ops.scrape_time_register(HealingCollector())
         logger.info("runtime chosen: %s", settings.RUNTIME.describe())

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from .models import AuditEntry
+from healing.models import AuditEntry
 
 AUTOMATIC = "kaizen"  # the actor of actions Kaizen takes by itself
 NOT_A_PROBLEM = "issue.not_a_problem"  # the owner closed an issue as a false positive (see /metrics)

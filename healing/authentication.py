@@ -6,7 +6,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
-from .projects import ProjectAuth, project_for_key
+from healing.projects import ProjectAuth, project_for_key
 
 logger = logging.getLogger("kaizen.ingest")
 

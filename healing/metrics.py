@@ -1,10 +1,20 @@
-"""Prometheus metrics for ingestion. Served at /metrics by kaizen_site.ops.
+"""Prometheus metrics for ingestion, and the healing totals read at scrape time. Served at
+/metrics by kaizen_site.ops.
 
 Under gunicorn each worker is a process: set PROMETHEUS_MULTIPROC_DIR (the run command does) so
 counters from every process are summed at scrape time.
 """
 
+import logging
+
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from healing.audit import NOT_A_PROBLEM
+from healing.models import AuditEntry, IngestDeadLetter, Issue
+
+logger = logging.getLogger("kaizen.ops")
 
 REPORTS_RECEIVED = Counter(
     "kaizen_reports_received_total",
@@ -42,3 +52,35 @@ INGEST_FALLBACKS = Counter(
     "kaizen_ingest_fallbacks_total",
     "Reports written straight to the database because Redis failed in stream mode.",
 )
+
+
+class HealingCollector(Collector):
+    """Totals the database already records, read at scrape time so they are the same whichever
+    process answers (registered with kaizen_site.ops by HealingConfig.ready)."""
+
+    def collect(self):
+        yield from self._false_positives()
+        yield from self._dead_letters()
+
+    def _dead_letters(self):
+        dead = CounterMetricFamily(
+            "kaizen_ingest_dead_letters",
+            "Stream entries the consumer could not store, even alone and retried (see the console).",
+        )
+        try:
+            dead.add_metric([], IngestDeadLetter.objects.count())
+        except Exception as exc:  # noqa: BLE001 - the scrape must still answer when the database is down
+            logger.warning("dead-letter count unavailable", extra={"error": str(exc)})
+        yield dead
+
+    def _false_positives(self):
+        ratio = GaugeMetricFamily(
+            "kaizen_false_positive_ratio", 'Share of issues the owner marked "not a problem" in the console.'
+        )
+        try:
+            marked = AuditEntry.objects.filter(action=NOT_A_PROBLEM).values("target").distinct().count()
+            total = Issue.objects.count()
+            ratio.add_metric([], marked / total if total else 0.0)
+        except Exception as exc:  # noqa: BLE001 - as above
+            logger.warning("false-positive ratio unavailable", extra={"error": str(exc)})
+        yield ratio

@@ -1,15 +1,15 @@
 """Projects and their keys: creating, rotating, and resolving a public key on the hot path."""
 
 import secrets
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .audit import audit_record
-from .models import Project, ProjectKey, hash_secret
+from healing.audit import audit_record
+from healing.models import Project, ProjectKey, hash_secret
+from kaizen_site.process_cache import ProcessCache
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ def key_rotate(*, project: Project, actor: str) -> IssuedKey:
     return issued
 
 
-_keys: dict[str, tuple[float, ProjectAuth | None]] = {}
+# Bounded: random bad keys must not grow memory without end.
+_keys: ProcessCache[ProjectAuth | None] = ProcessCache(ttl=lambda: settings.KAIZEN_KEY_CACHE_SECONDS, maxsize=10_000)
 
 
 def forget_keys() -> None:
@@ -96,10 +97,10 @@ def project_for_key(public_key: str) -> ProjectAuth | None:
     not pay a query per report. Unknown keys are cached too, so a flood of bad keys is cheap."""
     if "\x00" in public_key:  # no key holds a NUL, and PostgreSQL refuses to even compare one
         return None
-    now = time.monotonic()
-    hit = _keys.get(public_key)
-    if hit is not None and hit[0] > now:
-        return hit[1]
+    return _keys.get(public_key, lambda: _project_auth_load(public_key))
+
+
+def _project_auth_load(public_key: str) -> ProjectAuth | None:
     row = (
         ProjectKey.objects.filter(public_key=public_key)
         .values(
@@ -112,17 +113,13 @@ def project_for_key(public_key: str) -> ProjectAuth | None:
         )  # fmt: skip
         .first()
     )
-    auth = None
-    if row is not None:
-        auth = ProjectAuth(
-            project_id=row["project_id"],
-            slug=row["project__slug"],
-            key_active=row["is_active"],
-            project_active=row["project__is_active"],
-            rate_limit_per_minute=row["project__rate_limit_per_minute"],
-            allowed_origins=frozenset(o.rstrip("/") for o in row["project__allowed_origins"] or []),
-        )
-    if len(_keys) > 10_000:  # bounded: random bad keys must not grow memory without end
-        _keys.clear()
-    _keys[public_key] = (now + settings.KAIZEN_KEY_CACHE_SECONDS, auth)
-    return auth
+    if row is None:
+        return None
+    return ProjectAuth(
+        project_id=row["project_id"],
+        slug=row["project__slug"],
+        key_active=row["is_active"],
+        project_active=row["project__is_active"],
+        rate_limit_per_minute=row["project__rate_limit_per_minute"],
+        allowed_origins=frozenset(o.rstrip("/") for o in row["project__allowed_origins"] or []),
+    )

@@ -3,15 +3,15 @@
 from celery import shared_task
 from django.db import DatabaseError
 
+from healing.ingest import outbox, retention
+from healing.loop import pipeline, sweep
 from kaizen_site.llm import LLMError
-
-from . import outbox, pipeline, retention, sweep
 
 
 # LLMError reaches here only when transient (rate-limited, overloaded, unreachable): try later.
 @shared_task(acks_late=True, autoretry_for=(DatabaseError, LLMError), retry_backoff=5, max_retries=6)
 def process_issue(issue_id: str) -> bool:
-    # The queue (P0–P3) is chosen by the sender from the issue's severity: see healing.outbox.
+    # The queue (P0–P3) is chosen by the sender from the issue's severity: see healing.ingest.outbox.
     return pipeline.issue_process(issue_id=issue_id)
 
 

@@ -4,9 +4,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.db.models import Sum
 
-from healing.admin_common import ReadOnlyMixin
-
-from .models import LLMCall
+from kaizen_site.console import ReadOnlyMixin
+from kaizen_site.models import LLMCall
 
 
 @admin.register(LLMCall)

@@ -1,8 +1,10 @@
 """One place where API errors become HTTP: `{"error": "<code>", "detail": ...}`, and a log line."""
 
 import logging
+from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from pydantic import BaseModel
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -16,6 +18,13 @@ CODES = {
     exceptions.MethodNotAllowed: "method_not_allowed",
     exceptions.NotFound: "not_found",
 }
+
+
+class ErrorBody(BaseModel):
+    """The body of every refused API request, as documented in the OpenAPI schema."""
+
+    error: str
+    detail: Any = None
 
 
 def _code(exc: exceptions.APIException) -> str:

@@ -1,11 +1,43 @@
-"""The Celery app. Its configuration is the CELERY_* block in kaizen_site.settings."""
+"""The Celery app. Its configuration is the CELERY_* block in kaizen_site.settings.
+
+Work is published here, by task name, never by importing a `tasks.py`: the modules that send work
+then depend on the task's name only, not on the module (and everything it imports) that runs it.
+"""
 
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaizen_site.settings")
 
 app = Celery("kaizen")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """What publishing raises when the broker is unreachable: each transport raises its own
+    client's errors (redis-py's, amqp's...), which kombu lists on the connection."""
+    connection = app.connection_for_write()
+    return (OperationalError, KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
+
+
+def task_publish(
+    name: str,
+    *,
+    args: Sequence[Any],
+    queue: str,
+    kwargs: Mapping[str, Any] | None = None,
+    countdown: float | None = None,
+    producer: Any = None,
+) -> str:
+    """Send the task `name` on `queue`; returns the message's task id. Broker errors are the
+    caller's to handle (see `broker_errors`): whether a lost message matters depends on what sent it."""
+    options = {"countdown": countdown} if countdown is not None else {}
+    if producer is not None:
+        options["producer"] = producer
+    sent = app.send_task(name, args=list(args), kwargs=dict(kwargs or {}), queue=queue, **options)
+    return sent.id

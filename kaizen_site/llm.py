@@ -20,7 +20,7 @@ import httpx2
 from anthropic.types import Message
 from django.conf import settings
 
-from .models import LLMCall
+from kaizen_site.models import LLMCall
 
 LLM_OFF = "LLM diagnosis off: ANTHROPIC_API_KEY not set"
 

@@ -6,12 +6,17 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Sum
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu.exceptions import ChannelError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+
+from kaizen_site import redis_client
+from kaizen_site.celery import app
+from kaizen_site.models import LLMCall
 
 logger = logging.getLogger("kaizen.ops")
 
@@ -32,16 +37,12 @@ def _check_db() -> dict:
 
 
 def _check_broker() -> dict:
-    from kaizen_site.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         return {"transport": conn.transport.driver_name}
 
 
 def _check_redis() -> dict:
-    from healing import redis_client
-
     client = redis_client.get().client
     client.ping()
     return {"ingest_backlog": client.xlen(settings.KAIZEN_INGEST_STREAM), "persistence": _redis_persistence(client)}
@@ -70,8 +71,6 @@ def healthz(request):
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each Celery queue, asked of the broker itself."""
-    from kaizen_site.celery import app
-
     depths = {}
     with app.connection_for_read() as conn:
         for queue in app.conf.task_queues:
@@ -98,8 +97,6 @@ class BrokerCollector(Collector):
         if settings.REDIS_URL:
             backlog = GaugeMetricFamily("kaizen_ingest_backlog", "Reports in the ingest stream not yet stored.")
             try:
-                from healing import redis_client
-
                 backlog.add_metric([], redis_client.get().client.xlen(settings.KAIZEN_INGEST_STREAM))
             except Exception as exc:  # noqa: BLE001 - as above
                 logger.warning("ingest backlog unavailable", extra={"error": str(exc)})
@@ -111,10 +108,6 @@ class LedgerCollector(Collector):
     they are the same whichever process answers and survive restarts."""
 
     def collect(self):
-        from django.db.models import Count, Sum
-
-        from .models import LLMCall
-
         calls = CounterMetricFamily("kaizen_llm_calls", "LLM calls, by purpose and whether the answer was valid.",
                                     labels=["purpose", "valid"])  # fmt: skip
         tokens = CounterMetricFamily("kaizen_llm_tokens", "LLM tokens, by direction.", labels=["direction"])
@@ -135,36 +128,6 @@ class LedgerCollector(Collector):
         except Exception as exc:  # noqa: BLE001 - the scrape must still answer when the database is down
             logger.warning("LLM totals unavailable", extra={"error": str(exc)})
         yield from (calls, tokens, cost)
-        yield from self._false_positives()
-        yield from self._dead_letters()
-
-    def _dead_letters(self):
-        from healing.models import IngestDeadLetter
-
-        dead = CounterMetricFamily(
-            "kaizen_ingest_dead_letters",
-            "Stream entries the consumer could not store, even alone and retried (see the console).",
-        )
-        try:
-            dead.add_metric([], IngestDeadLetter.objects.count())
-        except Exception as exc:  # noqa: BLE001 - as above
-            logger.warning("dead-letter count unavailable", extra={"error": str(exc)})
-        yield dead
-
-    def _false_positives(self):
-        from healing.audit import NOT_A_PROBLEM
-        from healing.models import AuditEntry, Issue
-
-        ratio = GaugeMetricFamily(
-            "kaizen_false_positive_ratio", 'Share of issues the owner marked "not a problem" in the console.'
-        )
-        try:
-            marked = AuditEntry.objects.filter(action=NOT_A_PROBLEM).values("target").distinct().count()
-            total = Issue.objects.count()
-            ratio.add_metric([], marked / total if total else 0.0)
-        except Exception as exc:  # noqa: BLE001 - as above
-            logger.warning("false-positive ratio unavailable", extra={"error": str(exc)})
-        yield ratio
 
 
 @require_GET
@@ -181,3 +144,9 @@ def metrics(request):
 _scrape_time_registry = CollectorRegistry()
 _scrape_time_registry.register(BrokerCollector())
 _scrape_time_registry.register(LedgerCollector())
+
+
+def scrape_time_register(collector: Collector) -> None:
+    """An app's own totals read at scrape time (its AppConfig.ready registers them): the site
+    serves them without importing the app."""
+    _scrape_time_registry.register(collector)

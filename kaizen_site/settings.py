@@ -9,7 +9,7 @@ from pathlib import Path
 import dj_database_url
 from kombu import Queue
 
-from . import logs, runtime, sandbox_secret
+from kaizen_site import logs, runtime, sandbox_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KAIZEN_VAR_DIR", BASE_DIR / "var"))
@@ -164,7 +164,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# CORS is decided per project (its allowed origins) by healing.cors; nothing is open globally.
+# CORS is decided per project (its allowed origins) by healing.ingest.cors; nothing is open globally.
 CORS_ALLOWED_ORIGINS: list[str] = []
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = ["content-type", "x-kaizen-key", "x-sentry-auth", "sentry-trace", "baggage", "if-none-match"]
@@ -265,7 +265,7 @@ KAIZEN_ROLLOUT_CANARY_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_CANARY_SECOND
 KAIZEN_ROLLOUT_PARTIAL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_PARTIAL_SECONDS", "1800"))
 KAIZEN_ROLLOUT_FULL_SECONDS = int(os.environ.get("KAIZEN_ROLLOUT_FULL_SECONDS", "1800"))
 # How long each stage of the healing loop may take (seconds) before the deadline sweep resumes its
-# work (healing.sweep); a stage missing here has no deadline. The stages a worker runs must allow
+# work (healing.loop.sweep); a stage missing here has no deadline. The stages a worker runs must allow
 # more than CELERY_TASK_TIME_LIMIT, so a resumed stage never runs beside a live one. `deployed`
 # covers the whole rollout; `needs_input` is how long the user has to answer.
 KAIZEN_STAGE_DEADLINES = {

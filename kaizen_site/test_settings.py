@@ -11,7 +11,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")  # a database of
 os.environ.setdefault("KAIZEN_KEY_CACHE_SECONDS", "0")  # key revocation visible at once
 os.environ.setdefault("KAIZEN_LOG_JSON", "0")
 
-from .settings import *  # noqa: E402, F403
+from kaizen_site.settings import *  # noqa: E402, F403
 
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user fixtures

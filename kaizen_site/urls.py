@@ -3,11 +3,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from healing import api as healing_api
-from healing import sentry_api
+from healing.ingest import sentry_views as sentry_api
+from healing.ingest import views as healing_api
+from kaizen_site import ops
 from research import api as research_api
-
-from . import ops
 
 urlpatterns = [
     # The address `make run` prints opens the Manager's Console rather than a 404.
@@ -22,5 +21,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", ops.healthz, name="healthz"),
     path("metrics", ops.metrics, name="metrics"),
-    path("demo/", include("healing.demo_views")),  # 404 unless KAIZEN_DEMO is on
+    path("demo/", include("healing.demo.views")),  # 404 unless KAIZEN_DEMO is on
 ]

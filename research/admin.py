@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from healing.admin_common import ReadOnlyMixin, request_actor
+from kaizen_site.console import ReadOnlyMixin, request_actor
 
 from .implement import ProposalError, proposal_dismiss, proposal_implement, proposal_schedule
 from .models import (

@@ -15,7 +15,7 @@ from django.utils.text import slugify
 from flags.models import Flag
 from flags.services import flag_create
 from healing.audit import audit_record
-from healing.changes import PatchSpec, change_create, change_record_scorecard, change_transition
+from healing.changes.lifecycle import PatchSpec, change_create, change_record_scorecard, change_transition
 from healing.models import Change, ChangeStatus, Project
 
 from .models import Proposal, ProposalStatus, WhatsNew

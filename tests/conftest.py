@@ -10,11 +10,12 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from healing import classify, patterns, projects, stream
+from healing import projects
+from healing.ingest import classify, consumer
+from healing.loop import patterns
 from healing.models import ClassificationRule, ErrorPattern, Issue, Occurrence
 from kaizen_site.celery import app as celery_app
-
-from .factories import ProjectKeyFactory
+from tests.factories import ProjectKeyFactory
 
 
 def pytest_configure(config):
@@ -99,7 +100,7 @@ def drain():
     def run(**kwargs):
         if settings.KAIZEN_INGEST_MODE != "stream":
             return None
-        return stream.drain(stop=threading.Event(), until_empty=True, **kwargs)
+        return consumer.drain(stop=threading.Event(), until_empty=True, **kwargs)
 
     return run
 

@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings
 
 from healing.models import Occurrence
-from tests.healing.test_stream import _database_url
+from tests.healing.ingest.test_stream import _database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

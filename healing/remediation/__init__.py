@@ -5,9 +5,9 @@ unknown actions and bad params; `remediation_plan_run` runs the steps in order a
 ones already done when a step fails. Every run and undo is a RemediationRun row and an audit entry.
 """
 
-from . import cache_clear, flag_actions, task_retry, webhook  # noqa: F401 - importing registers the built-ins
-from .base import ACTIONS, Action, Outcome, RemediationContext, RemediationError, register
-from .plans import (
+from healing.remediation import cache_clear, flag_actions, task_retry, webhook  # noqa: F401 - importing registers the built-ins
+from healing.remediation.base import ACTIONS, Action, Outcome, RemediationContext, RemediationError, register
+from healing.remediation.plans import (
     PlanReport,
     RemediationPlanError,
     Step,

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..audit import AUTOMATIC
-from ..models import Change, Issue, Project, RiskLevel
+from healing.audit import AUTOMATIC
+from healing.models import Change, Issue, Project, RiskLevel
 
 
 class RemediationError(Exception):

@@ -9,14 +9,14 @@ from django.conf import settings
 from django.core.cache import cache
 from pydantic import Field, field_validator
 
-from ..models import RiskLevel
-from .base import Action, Outcome, Params, RemediationContext, register
+from healing.models import RiskLevel
+from healing.remediation.base import Action, Outcome, Params, RemediationContext, register
 
 MAX_KEYS = 100
 
 
 def clearable_prefixes() -> tuple[str, ...]:
-    return tuple(getattr(settings, "KAIZEN_REMEDIATION_CACHE_PREFIXES", None) or ())
+    return tuple(settings.KAIZEN_REMEDIATION_CACHE_PREFIXES)
 
 
 class CacheParams(Params):

@@ -14,9 +14,8 @@ from pydantic import Field
 
 from flags import services
 from flags.models import KEY_PATTERN, Flag, Override
-
-from ..models import RiskLevel
-from .base import Action, Outcome, Params, RemediationContext, RemediationError, register
+from healing.models import RiskLevel
+from healing.remediation.base import Action, Outcome, Params, RemediationContext, RemediationError, register
 
 FlagKey = Field(pattern=KEY_PATTERN, max_length=100)
 

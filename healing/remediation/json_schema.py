@@ -1,106 +1,112 @@
-"""A small subset of JSON Schema, for the params an owner's webhook accepts.
-
-Supported: type, properties, required, additionalProperties, items, enum, minLength, maxLength,
-pattern, minimum, maximum (and title, description, default, $schema, which check nothing).
-The schema itself is parsed by a pydantic model that forbids every other keyword, so an owner
-cannot rely on one (oneOf, format…) that would silently go unchecked.
+"""The JSON Schema an owner's webhook states for its params, checked with `jsonschema` — limited
+to the keywords below, so an owner cannot rely on one (oneOf, format…) this check would not
+apply as they expect; each problem is reported as "path: problem", as the console shows it.
 https://json-schema.org/understanding-json-schema/reference
 """
 
 import re
-from typing import Any, Literal, Union
+from collections.abc import Iterator
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, field_validator
-from pydantic import ValidationError as PydanticError
+from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import SchemaError as JsonSchemaError
 
-JsonType = Literal["object", "array", "string", "integer", "number", "boolean", "null"]
+# Keywords that check something, and those that only describe.
+CHECKED = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+    }
+)
+DESCRIPTIVE = frozenset({"title", "description", "default", "$schema"})
 
 
 class SchemaError(ValueError):
-    """The schema uses something outside the subset, or is malformed."""
+    """The schema uses a keyword outside the allow-list, or is malformed."""
 
 
-class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-    type: JsonType | list[JsonType] | None = None
-    properties: dict[str, "Schema"] = Field(default_factory=dict)
-    required: list[str] = Field(default_factory=list)
-    additionalProperties: Union[bool, "Schema"] = True  # noqa: UP007 - a forward reference cannot use |
-    items: Union["Schema", None] = None  # noqa: UP007
-    enum: list[JsonValue] | None = None
-    minLength: NonNegativeInt | None = None
-    maxLength: NonNegativeInt | None = None
-    pattern: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    title: str | None = None
-    description: str | None = None
-    default: JsonValue = None
-    dialect: str | None = Field(None, alias="$schema")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
+def _keyword_problems(schema: Any, where: str) -> Iterator[str]:
+    if not isinstance(schema, dict):
+        yield f"{where or '(top)'}: a schema is an object"
+        return
+    prefix = f"{where}." if where else ""
+    for keyword in sorted(schema.keys() - CHECKED - DESCRIPTIVE):
+        yield f"{prefix}{keyword}: not a keyword Kaizen checks"
+    if isinstance(schema.get("pattern"), str):
+        try:
+            re.compile(schema["pattern"])
+        except re.error as exc:
+            yield f"{prefix}pattern: not a valid regular expression: {exc}"
+    for name, sub in (schema.get("properties") or {}).items() if isinstance(schema.get("properties"), dict) else ():
+        yield from _keyword_problems(sub, f"{prefix}properties.{name}")
+    for keyword in ("items", "additionalProperties"):
+        if isinstance(schema.get(keyword), dict):
+            yield from _keyword_problems(schema[keyword], f"{prefix}{keyword}")
 
 
-def schema_parse(data: Any) -> Schema:
+def schema_parse(data: Any) -> Draft202012Validator:
+    """The validator for `data`, once it is a well-formed schema using only allowed keywords."""
     if not isinstance(data, dict):
         raise SchemaError("A JSON Schema is an object.")
+    problems = list(_keyword_problems(data, ""))
+    if problems:
+        raise SchemaError("; ".join(problems))
     try:
-        return Schema.model_validate(data)
-    except PydanticError as exc:
-        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()]
-        raise SchemaError("; ".join(problems)) from exc
+        Draft202012Validator.check_schema(data)
+    except JsonSchemaError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise SchemaError(f"{where}: {exc.message}") from exc
+    return Draft202012Validator(data)
 
 
-def _is_type(value: Any, name: str) -> bool:
-    # bool is an int in Python, but not a number in JSON.
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    expected = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}[name]
-    return isinstance(value, expected)
+def _path(error: ValidationError, root: str) -> str:
+    return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
 
 
-def schema_problems(value: Any, schema: Schema, path: str = "params") -> list[str]:
-    """Every way `value` breaks `schema`, each as "path: problem"; empty when it fits."""
-    if schema.type is not None:
-        types = [schema.type] if isinstance(schema.type, str) else schema.type
-        if not any(_is_type(value, name) for name in types):
-            return [f"{path}: expected {' or '.join(types)}"]
+def _messages(error: ValidationError, path: str) -> list[str]:
+    keyword, expected, value = error.validator, error.validator_value, error.instance
+    if keyword == "type":
+        return [f"{path}: expected {' or '.join([expected] if isinstance(expected, str) else expected)}"]
+    if keyword == "enum":
+        return [f"{path}: must be one of {expected}"]
+    if keyword == "minLength":
+        return [f"{path}: shorter than {expected} characters"]
+    if keyword == "maxLength":
+        return [f"{path}: longer than {expected} characters"]
+    if keyword == "pattern":
+        return [f"{path}: does not match {expected}"]
+    if keyword == "minimum":
+        return [f"{path}: below {expected:g}"]
+    if keyword == "maximum":
+        return [f"{path}: above {expected:g}"]
+    if keyword == "required":
+        return [f"{path}.{name}: required" for name in expected if name not in value]
+    if keyword == "additionalProperties":
+        known = error.schema.get("properties") or {}
+        return [f"{path}.{name}: not allowed" for name in value if name not in known]
+    return [f"{path}: {error.message}"]
+
+
+def schema_problems(value: Any, schema: Draft202012Validator, path: str = "params") -> list[str]:
+    """Every way `value` breaks `schema`, each as "path: problem"; empty when it fits. A value of
+    the wrong type gets that one problem: the rest of its checks would only repeat it."""
+    errors = list(schema.iter_errors(value))
+    mistyped = {_path(e, path) for e in errors if e.validator == "type"}
     problems: list[str] = []
-    if schema.enum is not None and value not in schema.enum:
-        problems.append(f"{path}: must be one of {schema.enum}")
-    if isinstance(value, str):
-        if schema.minLength is not None and len(value) < schema.minLength:
-            problems.append(f"{path}: shorter than {schema.minLength} characters")
-        if schema.maxLength is not None and len(value) > schema.maxLength:
-            problems.append(f"{path}: longer than {schema.maxLength} characters")
-        if schema.pattern is not None and not re.search(schema.pattern, value):
-            problems.append(f"{path}: does not match {schema.pattern}")
-    if _is_type(value, "number"):
-        if schema.minimum is not None and value < schema.minimum:
-            problems.append(f"{path}: below {schema.minimum:g}")
-        if schema.maximum is not None and value > schema.maximum:
-            problems.append(f"{path}: above {schema.maximum:g}")
-    if isinstance(value, dict):
-        problems += [f"{path}.{name}: required" for name in schema.required if name not in value]
-        for name, item in value.items():
-            if name in schema.properties:
-                problems += schema_problems(item, schema.properties[name], f"{path}.{name}")
-            elif schema.additionalProperties is False:
-                problems.append(f"{path}.{name}: not allowed")
-            elif isinstance(schema.additionalProperties, Schema):
-                problems += schema_problems(item, schema.additionalProperties, f"{path}.{name}")
-    if isinstance(value, list) and schema.items is not None:
-        for index, item in enumerate(value):
-            problems += schema_problems(item, schema.items, f"{path}[{index}]")
+    for error in errors:
+        where = _path(error, path)
+        if error.validator != "type" and any(where == p or where.startswith((p + ".", p + "[")) for p in mistyped):
+            continue
+        for message in _messages(error, where):
+            if message not in problems:  # `required` reports one error per missing name
+                problems.append(message)
     return problems

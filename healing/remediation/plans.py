@@ -12,9 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError as ParamsError
 
-from ..audit import audit_record
-from ..models import RISK_ORDER, Change, Project, RemediationOutcome, RemediationRun, RiskLevel
-from .base import ACTIONS, Action, Outcome, Params, RemediationContext, RemediationError
+from healing.audit import audit_record
+from healing.models import RISK_ORDER, Change, Project, RemediationOutcome, RemediationRun, RiskLevel
+from healing.remediation.base import ACTIONS, Action, Outcome, Params, RemediationContext, RemediationError
 
 logger = logging.getLogger("kaizen.remediation")
 

@@ -10,19 +10,18 @@ from django.conf import settings
 from kombu.exceptions import OperationalError
 from pydantic import Field, JsonValue, model_validator
 
-from kaizen_site.celery import app as celery_app
-
-from ..models import RiskLevel, Severity
-from .base import Action, Outcome, Params, RemediationContext, RemediationError, register
+from healing.models import RiskLevel, Severity
+from healing.remediation.base import Action, Outcome, Params, RemediationContext, RemediationError, register
+from kaizen_site.celery import task_publish
 
 BUILT_IN_TASKS: dict[str, tuple[str, ...]] = {
-    # Re-runs the healing pipeline for an issue; idempotent (see healing.pipeline).
+    # Re-runs the healing pipeline for an issue; idempotent (see healing.loop.pipeline).
     "healing.tasks.process_issue": tuple(Severity.values),
 }
 
 
 def retryable_tasks() -> dict[str, tuple[str, ...]]:
-    extra = getattr(settings, "KAIZEN_REMEDIATION_TASKS", None) or {}
+    extra = settings.KAIZEN_REMEDIATION_TASKS
     return {**BUILT_IN_TASKS, **{name: tuple(queues) for name, queues in extra.items()}}
 
 
@@ -55,11 +54,11 @@ class CeleryTaskRetry(Action):
         queue = params.queue or retryable_tasks()[params.task][0]
         try:
             # Sent now rather than on commit: the step's outcome has to say whether the broker took it.
-            sent = celery_app.send_task(params.task, args=params.args, kwargs=params.kwargs, queue=queue)
+            task_id = task_publish(params.task, args=params.args, kwargs=params.kwargs, queue=queue)
         except OperationalError as exc:
             raise RemediationError(f"The broker did not take the task: {exc}") from exc
         return Outcome(
             ok=True,
-            detail=f"{params.task} sent to {queue} as {sent.id}.",
-            result={"task_id": sent.id, "task": params.task, "queue": queue},
+            detail=f"{params.task} sent to {queue} as {task_id}.",
+            result={"task_id": task_id, "task": params.task, "queue": queue},
         )

@@ -21,11 +21,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import Field
 
+from healing.models import Project, RemediationHook, RiskLevel
+from healing.remediation.base import Action, Outcome, Params, RemediationContext, RemediationError, register
+from healing.remediation.json_schema import SchemaError, schema_parse, schema_problems
 from kaizen_site.webhooks import EXCERPT_CHARS, WebhookError, webhook_post
-
-from ..models import Project, RemediationHook, RiskLevel
-from .base import Action, Outcome, Params, RemediationContext, RemediationError, register
-from .json_schema import SchemaError, schema_parse, schema_problems
 
 
 class HookError(Exception):

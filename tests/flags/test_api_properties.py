@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flags.models import FlagChange
-
-from ..strategies import PROPERTY, as_json, json_values
+from tests.strategies import PROPERTY, as_json, json_values
 
 pytestmark = pytest.mark.django_db
 

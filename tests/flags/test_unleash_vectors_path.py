@@ -11,8 +11,7 @@ import pytest
 
 from flags import evaluate, services
 from flags.evaluate import bucket, project_snapshot
-
-from .test_evaluate import UNLEASH_BUCKETS, UNLEASH_SPEC
+from tests.flags.test_evaluate import UNLEASH_BUCKETS, UNLEASH_SPEC
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from healing.models import AuditEntry, Change, ChangeStatus, Component
-from tests.healing.test_stream import _database_url
+from tests.healing.ingest.test_stream import _database_url
 
 ROOT = Path(settings.BASE_DIR)
 SECTION = "### Kaizen tickets from the command line"

@@ -1,19 +1,18 @@
 """The periodic work and the caches no request path exercises: the daily P3 batch, occurrence
 retention, and the key cache with a real time-to-live."""
 
-import types
-
 import orjson
 import pytest
 from django.conf import settings
 from django.test import Client
 
-from healing import pipeline, projects, retention
+from healing import projects
+from healing.ingest import retention
+from healing.loop import pipeline
 from healing.models import Issue, IssueEvent, Occurrence, ProjectKey, Severity, Stage
 from kaizen_site.celery import app as celery_app
-
-from ..factories import IssueFactory, OccurrenceFactory, ProjectKeyFactory
-from .test_pipeline import GENERATE, stages
+from tests.factories import IssueFactory, OccurrenceFactory, ProjectKeyFactory
+from tests.healing.loop.test_pipeline import GENERATE, stages
 
 # --- The daily P3 batch -------------------------------------------------------------------------
 
@@ -137,7 +136,7 @@ def key_clock(monkeypatch, settings):
     settings.KAIZEN_KEY_CACHE_SECONDS = 30
     settings.KAIZEN_INGEST_MODE = "stream"  # the accepted path touches no database: any query is the key look-up
     clock = Clock()
-    monkeypatch.setattr(projects, "time", types.SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(projects._keys, "timer", clock)
     return clock
 
 

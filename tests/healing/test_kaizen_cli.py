@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 
-from healing import canary_sim
+from healing.changes import canary_sim
 from healing.management.commands import kaizen
 from healing.models import AuditEntry, Change, ChangeStatus, Component, PromotionLogEntry
 from tests.factories import IssueFactory

@@ -16,8 +16,7 @@ from django.core.management import call_command
 
 from healing.models import AuditEntry, Occurrence, Project, RemediationHook
 from kaizen_site import checks, runtime
-
-from .conftest import demo_enable
+from tests.healing.conftest import demo_enable
 
 BASE_DIR = Path(django_settings.BASE_DIR)
 PUBLIC = "http://127.0.0.1:9123"

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flags.models import Flag
-from healing.changes import change_transition
+from healing.changes.lifecycle import change_transition
 from healing.models import AuditEntry, Change, ChangeStatus, PromotionLogEntry
 from research.implement import ProposalError, finished_changes_sweep, proposal_implement, scheduled_due
 from research.models import Category, Proposal, ProposalStatus, WhatsNew

@@ -1,6 +1,6 @@
 """Drain the Redis ingest stream into the database (run one or more of these beside the web).
 
-It never exits on a Redis or database failure (healing.stream waits them out): under honcho one
+It never exits on a Redis or database failure (healing.ingest.consumer waits them out): under honcho one
 process that exits stops them all."""
 
 import signal
@@ -9,7 +9,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from healing import stream
+from healing.ingest import consumer
 
 
 class Command(BaseCommand):
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         self.stdout.write(f"Consuming {settings.KAIZEN_INGEST_STREAM} in batches of {batch}.")
-        stats = stream.drain(stop=stop, consumer=name, batch=batch, until_empty=until_empty)
+        stats = consumer.drain(stop=stop, consumer=name, batch=batch, until_empty=until_empty)
         self.stdout.write(
             f"Stopped: {stats.stored} stored, {stats.duplicates} duplicates, {stats.claimed} re-claimed, "
             f"{stats.dead} dead-lettered in {stats.batches} batches; {stats.redis_errors} Redis errors waited out."

@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from healing import canary_sim, changes, components, patch_executor
+from healing.changes import canary_sim, components, patch_executor
+from healing.changes import lifecycle as changes
 from healing.models import Change, ChangeStatus, Component, Issue, Severity
 
 TITLE_WIDTH = 60

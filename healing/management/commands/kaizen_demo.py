@@ -15,7 +15,7 @@ from django.db import transaction
 from flags.models import Flag, PromotionPolicy
 from flags.services import flag_create
 from healing.audit import AUTOMATIC
-from healing.demo import DEMO_FLAGS, HOOK_RESYNC_CREDITS, hook_secret
+from healing.demo.product import DEMO_FLAGS, HOOK_RESYNC_CREDITS, hook_secret
 from healing.models import Project, RemediationHook
 from healing.projects import key_issue, project_create, project_origins_add
 from kaizen_site.runtime import public_origins

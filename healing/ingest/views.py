@@ -1,0 +1,121 @@
+"""Native ingest endpoint. Thin: parse, validate, call healing.ingest.accept, answer."""
+
+import logging
+import time
+
+import redis
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException, UnsupportedMediaType
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from healing import metrics
+from healing.authentication import ProjectKeyAuthentication
+from healing.ingest import accept, bodies
+from healing.ingest.errors import IngestError, Unavailable
+from healing.ingest.parsers import ReportJSONParser, ReportTextParser
+from healing.ingest.schemas import IssueAccepted, IssueReport
+from kaizen_site.api import ErrorBody
+
+logger = logging.getLogger("kaizen.ingest")
+
+OUTCOMES = {
+    202: "accepted",
+    200: "accepted",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+RETRY_AFTER_S = 5  # a database restart or fail-over takes seconds; SDKs wait at least this long
+
+
+class JSONOnly(BaseContentNegotiation):
+    """Ingest answers JSON whatever the client's Accept says: skip negotiating it per report."""
+
+    def select_parser(self, request, parsers):
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class IngestView(APIView):
+    """Shared by the native and Sentry endpoints: key auth, JSON answers, metrics."""
+
+    source = "native"
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONOnly
+    authentication_classes = [ProjectKeyAuthentication]
+    permission_classes: list = []
+    throttle_classes: list = []  # the project's quota is taken with the append (healing.ingest.accept)
+    body_limit_setting = "KAIZEN_MAX_BODY_BYTES"
+
+    def initial(self, request, *args, **kwargs):
+        # Before authentication: the Sentry envelope endpoint may read its key from the body.
+        bodies.chunked_body_buffer(request=request._request, limit=getattr(settings, self.body_limit_setting))
+        super().initial(request, *args, **kwargs)
+
+    def handle_exception(self, exc):
+        """Whatever fails, the client gets JSON: a 503 it should retry when nothing could hold the
+        report (the database, and Redis too in stream mode, are down), else a 500."""
+        if isinstance(exc, OperationalError | InterfaceError | redis.RedisError):
+            logger.error("report not stored: storage unreachable", extra={"error": str(exc)})
+            exc = Unavailable("The report could not be stored now; send it again.", retry_after=RETRY_AFTER_S)
+        elif isinstance(exc, Exception) and not isinstance(exc, APIException | Http404 | PermissionDenied):
+            logger.exception("ingest failed")
+            exc = IngestError("internal_error", "The report could not be processed.", 500)
+        return super().handle_exception(exc)
+
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        response = super().dispatch(request, *args, **kwargs)
+        metrics.INGEST_LATENCY.labels(source=self.source).observe(time.perf_counter() - started)
+        outcome = OUTCOMES.get(response.status_code, "invalid" if response.status_code < 500 else "error")
+        metrics.REPORTS_RECEIVED.labels(source=self.source, outcome=outcome).inc()
+        return response
+
+
+class IssueReportView(IngestView):
+    parser_classes = [ReportJSONParser, ReportTextParser]
+
+    @extend_schema(
+        operation_id="issue_report",
+        summary="Report a problem",
+        description=(
+            "Accepts one problem report. Authenticate with the project's public key in `X-Kaizen-Key` or "
+            "`?key=`. The report is durable before the 202; `issue_id` names the group it joins."
+        ),
+        parameters=[OpenApiParameter("key", str, description="The project's public key (browsers).")],
+        request=IssueReport,
+        responses={
+            202: IssueAccepted,
+            400: ErrorBody,
+            401: ErrorBody,
+            403: ErrorBody,
+            411: ErrorBody,
+            413: ErrorBody,
+            415: ErrorBody,
+            429: ErrorBody,
+            503: ErrorBody,
+        },
+    )
+    def post(self, request):
+        if request.META.get("CONTENT_LENGTH") in (None, "", "0"):  # a chunked body has its length by now
+            raise IngestError("invalid_json", "Body is empty.")
+        if not request.content_type:
+            raise UnsupportedMediaType("", detail="Send the report as application/json (or text/plain).")
+        report = accept.report_validate(request.data)
+        accepted = accept.reports_accept(project=request.auth, reports=[report], source=self.source)[0]
+        return Response(
+            {"event_id": accepted.event_id, "issue_id": accepted.issue_id, "stage": accepted.stage},
+            status=status.HTTP_202_ACCEPTED,
+        )
