@@ -20,12 +20,12 @@ def _section(items: list[dict[str, str]], count: int) -> dict:
     return {"count": count, "items": items}
 
 
-def digest_sections(*, since: datetime, held: list[Notification]) -> dict[str, dict]:
+def digest_sections(*, since: datetime, until: datetime, held: list[Notification]) -> dict[str, dict]:
     """Each section as {"count", "items": [{"title", "body"}]}, newest first, SECTION_LIMIT items at most."""
-    fixed = Issue.objects.filter(stage__in=[Stage.RESOLVED, Stage.MITIGATED], resolved_at__gte=since)
+    fixed = Issue.objects.filter(stage__in=[Stage.RESOLVED, Stage.MITIGATED], resolved_at__range=(since, until))
     pending = Issue.objects.filter(stage__in=[Stage.NEEDS_INPUT, Stage.ESCALATED])
-    patterns = ErrorPattern.objects.filter(created_at__gte=since)
-    proposals = Notification.objects.filter(kind=EventType.ENHANCEMENT_READY, created_at__gte=since)
+    patterns = ErrorPattern.objects.filter(created_at__range=(since, until))
+    proposals = Notification.objects.filter(kind=EventType.ENHANCEMENT_READY, created_at__range=(since, until))
     return {
         "auto_fixed": _section(
             [{"title": f"[{i.severity}] {i.title}", "body": i.culprit}
@@ -68,7 +68,7 @@ def daily_digest_send(*, now: datetime | None = None) -> Notification | None:
                 .order_by("created_at")
             )
             held = [d.notification for d in held_rows]
-            sections = digest_sections(since=since, held=held)
+            sections = digest_sections(since=since, until=now, held=held)
             summary = Notification.objects.create(
                 kind=EventType.SUMMARY,
                 severity=Severity.P3,

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from notifications.models import Device
 
 BEAMS_INSTANCE = "0f1e2d3c-aaaa-bbbb-cccc-111122223333"
-BEAMS_SECRET = "beams-secret-key"
+BEAMS_SECRET = "beams-secret-key-0123456789abcdef0123"
 TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
 TWILIO_TOKEN = "twilio-auth-token"
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXX"
