@@ -169,7 +169,7 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Attemp
     delivery = Delivery.objects.select_related("notification").get(pk=delivery_id)
     channel = CHANNELS[delivery.channel]
     try:
-        result = channel.send(message=message_for(delivery.notification))
+        result = channel.send(message=message_for(delivery.notification, channel=delivery.channel))
     except DeliveryError as exc:
         return _failed(delivery=delivery, error=exc, now=now)
     Delivery.objects.filter(pk=delivery.pk).update(

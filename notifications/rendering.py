@@ -4,7 +4,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from .channels.base import Message
-from .models import EventType, Notification
+from .models import Channel, EventType, Notification
 
 SMS_LIMIT = 160  # one GSM-7 segment: longer texts are split and billed per part
 PUSH_BODY_LIMIT = 240  # what a lock screen shows before it cuts anyway
@@ -43,7 +43,8 @@ def sms_text(*, notification: Notification) -> str:
     return _clip(f"Kaizen {prefix}: {notification.title}. {notification.body}".strip(), SMS_LIMIT)
 
 
-def message_for(notification: Notification) -> Message:
+def message_for(notification: Notification, *, channel: str) -> Message:
+    """The message for `channel`; the email templates are rendered only for email."""
     templates = EVENT_TEMPLATES[notification.kind]
     headline = templates["headline"].format(severity=notification.severity)
     url = notification_url(notification)
@@ -62,7 +63,7 @@ def message_for(notification: Notification) -> Message:
         title=_clip(f"{headline}: {notification.title}", 120),
         body=_clip(notification.body or notification.title, PUSH_BODY_LIMIT),
         sms=sms_text(notification=notification),
-        text=render_to_string(f"{template}.txt", context),
-        html=render_to_string(f"{template}.html", context),
+        text=render_to_string(f"{template}.txt", context) if channel == Channel.EMAIL else "",
+        html=render_to_string(f"{template}.html", context) if channel == Channel.EMAIL else "",
         url=url,
     )

@@ -16,8 +16,8 @@ class Message:
     title: str  # push title, email subject, chat headline
     body: str  # push body, chat text
     sms: str  # ≤ 160 characters: one GSM-7 segment
-    text: str  # email, plain
-    html: str  # email, HTML
+    text: str  # email, plain (rendered for the email channel only)
+    html: str  # email, HTML (likewise)
     url: str  # where the owner acts on it
 
 

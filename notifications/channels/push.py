@@ -5,6 +5,9 @@ answers {"publishId": ...}. The SDK sends through a requests Session with no tim
 PusherValidationError, like any 4xx; both are corrected here.
 """
 
+import threading
+from functools import lru_cache
+
 import requests
 from django.conf import settings
 from pusher_push_notifications import (
@@ -25,20 +28,20 @@ USER_PREFIX = "kaizen-user-"  # Beams user ids: one per owner account, what the 
 
 
 class _BoundedAdapter(HTTPAdapter):
-    """Gives every request the timeout the SDK never passes, and remembers the last status it saw
-    (the SDK turns a 429 into the same PusherValidationError as a malformed body)."""
+    """Gives every request the timeout the SDK never passes, and remembers, per thread, the last
+    answer's status (the SDK turns a 429 into the same PusherValidationError as a malformed body)."""
 
     def __init__(self, *, timeout: float) -> None:
         super().__init__()
         self.timeout = timeout
-        self.last_status: int | None = None
-        self.last_retry_after: str | None = None
+        self.last = threading.local()
 
     def send(self, request, **kwargs):  # noqa: ANN001 - requests' signature
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
+        self.last.status, self.last.retry_after = None, None
         response = super().send(request, **kwargs)
-        self.last_status, self.last_retry_after = response.status_code, response.headers.get("Retry-After")
+        self.last.status, self.last.retry_after = response.status_code, response.headers.get("Retry-After")
         return response
 
 
@@ -47,15 +50,22 @@ def beams_user_id(user_pk: int) -> str:
 
 
 def beams_client() -> tuple[PushNotifications, _BoundedAdapter]:
-    client = PushNotifications(
-        instance_id=settings.KAIZEN_BEAMS_INSTANCE_ID,
-        secret_key=settings.KAIZEN_BEAMS_SECRET_KEY,
-        endpoint=settings.KAIZEN_BEAMS_ENDPOINT or None,
-    )
-    adapter = _BoundedAdapter(timeout=settings.KAIZEN_NOTIFY_TIMEOUT)
+    """One client per process and configuration: its session keeps the TLS connection to Beams open."""
+    return _beams_client(
+        settings.KAIZEN_BEAMS_INSTANCE_ID, settings.KAIZEN_BEAMS_SECRET_KEY, settings.KAIZEN_BEAMS_ENDPOINT,
+        settings.KAIZEN_BEAMS_CA_BUNDLE, settings.KAIZEN_NOTIFY_TIMEOUT,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def _beams_client(
+    instance_id: str, secret_key: str, endpoint: str, ca_bundle: str, timeout: float
+) -> tuple[PushNotifications, _BoundedAdapter]:
+    client = PushNotifications(instance_id=instance_id, secret_key=secret_key, endpoint=endpoint or None)
+    adapter = _BoundedAdapter(timeout=timeout)
     client.session.mount("https://", adapter)
-    if settings.KAIZEN_BEAMS_CA_BUNDLE:
-        client.session.verify = settings.KAIZEN_BEAMS_CA_BUNDLE
+    if ca_bundle:
+        client.session.verify = ca_bundle
     return client, adapter
 
 
@@ -95,9 +105,9 @@ class PushChannel(ChannelBase):
         try:
             answer = client.publish_to_users(user_ids=users, publish_body=body)
         except PusherValidationError as exc:
-            if adapter.last_status == 429:
+            if getattr(adapter.last, "status", None) == 429:
                 raise DeliveryError(f"Beams rate limit: {exc}", transient=True,
-                                    retry_after=_retry_after(adapter.last_retry_after)) from exc  # fmt: skip
+                                    retry_after=_retry_after(adapter.last.retry_after)) from exc  # fmt: skip
             raise DeliveryError(f"Beams refused the publish: {exc}", transient=False) from exc
         except (PusherAuthError, PusherMissingInstanceError) as exc:
             raise DeliveryError(f"Beams credentials refused: {exc}", transient=False) from exc

@@ -5,6 +5,8 @@ https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-reso
 sender is wrong (https://www.twilio.com/docs/api/errors) are permanent; so is any 4xx but 429.
 """
 
+from functools import lru_cache
+
 import requests
 from django.conf import settings
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -17,11 +19,19 @@ SETTINGS = ("KAIZEN_TWILIO_ACCOUNT_SID", "KAIZEN_TWILIO_AUTH_TOKEN", "KAIZEN_TWI
 
 
 def twilio_client() -> Client:
+    """One client per process and configuration: its session keeps the connection to Twilio open."""
+    return _twilio_client(
+        settings.KAIZEN_TWILIO_ACCOUNT_SID, settings.KAIZEN_TWILIO_AUTH_TOKEN, settings.KAIZEN_TWILIO_BASE_URL,
+        settings.KAIZEN_NOTIFY_TIMEOUT,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def _twilio_client(account_sid: str, auth_token: str, base_url: str, timeout: float) -> Client:
     # TwilioHttpClient's default timeout is None: a hung connection would hold a notify worker forever.
-    http = TwilioHttpClient(timeout=settings.KAIZEN_NOTIFY_TIMEOUT)
-    client = Client(settings.KAIZEN_TWILIO_ACCOUNT_SID, settings.KAIZEN_TWILIO_AUTH_TOKEN, http_client=http)
-    if settings.KAIZEN_TWILIO_BASE_URL:
-        client.api.base_url = settings.KAIZEN_TWILIO_BASE_URL
+    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+    if base_url:
+        client.api.base_url = base_url
     return client
 
 
