@@ -14,6 +14,9 @@ from .models import EventType, Notification, Severity
 from .publish import task_publish
 from .routing import notify_queue
 
+# What callers need besides the function: the event types and severities it takes.
+__all__ = ["EventType", "Severity", "owner_alert"]
+
 ROUTE_TASK = "notifications.tasks.notification_route"
 AUDIT_ACTION = "owner.alert"
 
