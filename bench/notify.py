@@ -333,6 +333,7 @@ def main() -> None:
     import django
 
     logging.getLogger("kaizen").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     django.setup()
     import redis
     from django.conf import settings

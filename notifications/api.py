@@ -7,6 +7,7 @@ metrics use the project's public key, as ingest does. Errors are `{"error", "det
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
@@ -22,6 +23,7 @@ from healing.schemas import ErrorBody
 from .channels import CHANNELS
 from .channels.push import beams_token, beams_user_id
 from .models import Delivery, Device, Notification
+from .preferences import preferences_table, preferences_update, quiet_hours_get
 from .product_metrics import MetricKindConflict, MetricPoint, metrics_record
 from .serializers import (
     BeamsTokenOut,
@@ -33,6 +35,8 @@ from .serializers import (
     MetricsOut,
     NotificationOut,
     NotificationQuery,
+    PreferencesBody,
+    PreferencesOut,
 )
 
 logger = logging.getLogger("kaizen.notifications")
@@ -99,6 +103,31 @@ class DeviceView(APIView):
         if not deleted:
             raise NotFound("No such device for this owner.")
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _preferences_answer() -> dict:
+    quiet = quiet_hours_get()
+    return {
+        "preferences": preferences_table(),
+        "quiet_hours": {"enabled": quiet.enabled, "start": quiet.start, "end": quiet.end,
+                        "p0_breaks_through": quiet.p0_breaks_through},
+        "timezone": settings.KAIZEN_OWNER_TIMEZONE,
+        "configured": {name: channel.configured() for name, channel in CHANNELS.items()},
+    }  # fmt: skip
+
+
+class PreferencesView(APIView):
+    @extend_schema(responses={200: PreferencesOut, **ERRORS}, summary="Event types × channels, and quiet hours")
+    def get(self, request):
+        return Response(PreferencesOut(_preferences_answer()).data)
+
+    @extend_schema(request=PreferencesBody, responses={200: PreferencesOut, **ERRORS},
+                   summary="Turn event types on or off per channel; set quiet hours")  # fmt: skip
+    def patch(self, request):
+        body = _valid(PreferencesBody, request.data)
+        preferences_update(changes=body.get("preferences", []), quiet=body.get("quiet_hours"),
+                           actor=request.user.get_username())  # fmt: skip
+        return Response(PreferencesOut(_preferences_answer()).data)
 
 
 class BeamsTokenView(APIView):

@@ -14,7 +14,7 @@ from django.utils import timezone
 from healing.audit import audit_record
 
 from .channels import CHANNELS, DeliveryError
-from .models import Delivery, DeliveryStatus, EventType, Notification, Severity
+from .models import Channel, Delivery, DeliveryStatus, EventType, Notification, Severity
 from .publish import task_publish
 from .rendering import message_for
 from .routing import (
@@ -79,7 +79,9 @@ def duplicate_of(*, notification: Notification, now: datetime) -> Notification |
 
 
 def notification_route(*, notification_id: int, now: datetime | None = None) -> list[Delivery]:
-    """Create this alert's deliveries (once: a redelivered task finds it routed) and publish the sends."""
+    """Create this alert's deliveries (once: a redelivered task finds it routed) and publish the sends.
+    The page itself (a P0/P1 push) is left for the caller to send (`sent_by_router`): one queue hop
+    less on the path that matters most."""
     now = now or timezone.now()
     with transaction.atomic():
         notification = Notification.objects.filter(pk=notification_id, routed_at__isnull=True).first()
@@ -116,13 +118,23 @@ def notification_route(*, notification_id: int, now: datetime | None = None) -> 
                 error=planned.error, next_attempt_at=now if planned.status == DeliveryStatus.QUEUED else None,
             )  # fmt: skip
             deliveries.append(delivery)
-            if planned.status == DeliveryStatus.QUEUED:
+            if planned.status == DeliveryStatus.QUEUED and not sent_by_router(delivery=delivery):
                 delivery_publish(delivery=delivery)
         if notification.severity == Severity.P0:
             for delivery in list(deliveries):
                 if delivery.status == DeliveryStatus.SUPPRESSED and delivery.error == NOT_CONFIGURED:
                     deliveries += fallback_deliver(failed=delivery, now=now)
         return deliveries
+
+
+def sent_by_router(*, delivery: Delivery) -> bool:
+    """Whether the routing task sends this delivery itself, right after routing commits. If that
+    process dies first, the delivery stays queued and the sweep publishes it."""
+    return (
+        delivery.channel == Channel.PUSH
+        and delivery.status == DeliveryStatus.QUEUED
+        and delivery.notification.severity in (Severity.P0, Severity.P1)
+    )
 
 
 def fallback_deliver(*, failed: Delivery, now: datetime) -> list[Delivery]:

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from .models import Delivery, Device, Notification
+from .models import Channel, Delivery, Device, EventType, Notification
 
 
 class DeliveryOut(serializers.ModelSerializer):
@@ -79,3 +79,33 @@ class MetricsBody(serializers.Serializer):
 class MetricsOut(serializers.Serializer):
     recorded = serializers.IntegerField()
     milestones = serializers.ListField(child=serializers.CharField())
+
+
+class PreferenceItem(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[k for k in EventType.values if k != EventType.SUMMARY])
+    channel = serializers.ChoiceField(choices=Channel.values)
+    enabled = serializers.BooleanField()
+
+
+class QuietHoursBody(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+    start = serializers.TimeField(required=False)
+    end = serializers.TimeField(required=False)
+    p0_breaks_through = serializers.BooleanField(required=False)
+
+
+class PreferencesBody(serializers.Serializer):
+    preferences = PreferenceItem(many=True, required=False, max_length=200)
+    quiet_hours = QuietHoursBody(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs.get("preferences") and not attrs.get("quiet_hours"):
+            raise serializers.ValidationError("Give `preferences` and/or `quiet_hours`.")
+        return attrs
+
+
+class PreferencesOut(serializers.Serializer):
+    preferences = PreferenceItem(many=True)
+    quiet_hours = QuietHoursBody()
+    timezone = serializers.CharField()
+    configured = serializers.DictField(child=serializers.BooleanField())

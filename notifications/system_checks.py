@@ -8,12 +8,15 @@ import logging
 
 from celery import current_app
 from django.conf import settings
+from kombu import Connection
 
-from .models import EventType, Severity
+from .deliveries import delivery_attempt, notification_route
+from .models import DeliveryStatus, EventType, Notification, Severity
 from .owner_alert import owner_alert
 
 logger = logging.getLogger("kaizen.notifications")
 PING_TIMEOUT = 2.0  # seconds; a worker busy on a long task still answers control messages
+BROKER_TIMEOUT = 5.0  # seconds to connect to the broker before calling it down
 
 
 def queue_backlogs() -> dict[str, int]:
@@ -56,3 +59,30 @@ def system_check_run() -> list[str]:
     if raised:
         logger.warning("system alerts raised", extra={"alerts": raised})
     return raised
+
+
+def broker_reachable(*, url: str) -> bool:
+    try:
+        with Connection(url, connect_timeout=BROKER_TIMEOUT) as connection:
+            connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
+    except Exception:  # noqa: BLE001 - each transport raises its own errors; any of them means "down"
+        return False
+    return True
+
+
+def broker_down_alert(*, url: str) -> Notification | None:
+    """Alert the owner that the broker is down, without it: routed and sent in this process, since no
+    task can be published. Runs outside Celery (`manage.py notify_watch`); None when the broker answers."""
+    if broker_reachable(url=url):
+        return None
+    notification = owner_alert(
+        kind=EventType.SYSTEM_ALERT, severity=Severity.P0, target="broker", dedupe_key="system:broker",
+        title="The task broker is down", body="Nothing is being healed or delivered until it is back.",
+    )  # fmt: skip
+    for delivery in notification_route(notification_id=notification.pk):
+        if delivery.status == DeliveryStatus.QUEUED:
+            delivery_attempt(delivery_id=delivery.pk)
+    # A fallback created by a failed send is queued too; send it here for the same reason.
+    for pk in notification.deliveries.filter(status=DeliveryStatus.QUEUED).values_list("pk", flat=True):
+        delivery_attempt(delivery_id=pk)
+    return notification

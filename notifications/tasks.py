@@ -11,7 +11,9 @@ from . import deliveries, digest, summaries, system_checks
 
 @shared_task(name="notifications.tasks.notification_route", acks_late=True)
 def notification_route(notification_id: int) -> None:
-    deliveries.notification_route(notification_id=notification_id)
+    for delivery in deliveries.notification_route(notification_id=notification_id):
+        if deliveries.sent_by_router(delivery=delivery):
+            deliveries.delivery_attempt(delivery_id=delivery.pk)
 
 
 @shared_task(name="notifications.tasks.delivery_send", acks_late=True)

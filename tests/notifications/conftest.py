@@ -3,6 +3,7 @@ and what was published to the real Redis broker."""
 
 import base64
 import json
+import socket
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -80,3 +81,10 @@ def published(broker):
         return tasks
 
     return read
+
+
+def free_loopback_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

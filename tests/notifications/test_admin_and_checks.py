@@ -50,3 +50,22 @@ def test_backlog_and_missing_workers_alert_the_owner_once(channels, broker, sett
     backlog = Notification.objects.get(dedupe_key="system:backlog:P3")
     assert (backlog.kind, backlog.severity, backlog.title) == ("system_alert", "P1", "6 tasks waiting on queue P3")
     assert Notification.objects.get(dedupe_key="system:workers:urgent").severity == "P0"
+
+
+def test_a_broker_that_is_down_pages_the_owner_without_the_broker(no_channels, settings):
+    from tests.notifications.conftest import free_loopback_port
+
+    settings.KAIZEN_OWNER_EMAILS = ["owner@example.com"]
+    down = f"redis://127.0.0.1:{free_loopback_port()}/0"  # nothing listens there
+
+    alert = system_checks.broker_down_alert(url=down)
+
+    assert (alert.kind, alert.severity, alert.title) == ("system_alert", "P0", "The task broker is down")
+    email = Delivery.objects.get(notification=alert, channel="email")
+    assert email.status == "sent" and mail.outbox[0].subject.startswith("[Kaizen P0]")
+    assert system_checks.broker_down_alert(url=settings.CELERY_BROKER_URL) is None
+
+
+def test_the_history_links_to_the_channel_page(owner_client):
+    page = owner_client.get("/admin/notifications/notification/").content.decode()
+    assert 'href="/admin/notifications/notification/channels/"' in page

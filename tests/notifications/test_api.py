@@ -172,3 +172,48 @@ def test_metrics_need_a_valid_project_key(client, project_key):
     assert post_json(client, "/api/v1/metrics", body).status_code == 401
     assert post_json(client, "/api/v1/metrics", body, HTTP_X_KAIZEN_KEY="nope").status_code == 401
     assert not ProductMetric.objects.exists()
+
+
+def test_preferences_read_and_edit_audited(owner_client, channels):
+    from healing.models import AuditEntry
+    from notifications.models import Preference, QuietHours
+
+    table = owner_client.get("/api/v1/notifications/preferences").json()
+    assert {"kind": "issue_detected", "channel": "sms", "enabled": True} in table["preferences"]
+    assert table["configured"]["push"] is True and table["timezone"] == "UTC"
+
+    body = {"preferences": [{"kind": "issue_resolved", "channel": "push", "enabled": False}],
+            "quiet_hours": {"enabled": True, "start": "23:00", "end": "06:30"}}  # fmt: skip
+    answer = owner_client.patch("/api/v1/notifications/preferences", data=json.dumps(body),
+                                content_type="application/json").json()  # fmt: skip
+
+    assert {"kind": "issue_resolved", "channel": "push", "enabled": False} in answer["preferences"]
+    assert answer["quiet_hours"] == {"enabled": True, "start": "23:00:00", "end": "06:30:00", "p0_breaks_through": True}
+    assert Preference.objects.get().enabled is False
+    assert QuietHours.objects.get().start.isoformat() == "23:00:00"
+    entry = AuditEntry.objects.get(action="notifications.preferences")
+    assert entry.actor == "owner" and entry.detail["quiet_hours"] == {
+        "enabled": "True",
+        "start": "23:00:00",
+        "end": "06:30:00",
+    }
+    owner_client.patch("/api/v1/notifications/preferences", data=json.dumps(body), content_type="application/json")
+    assert AuditEntry.objects.filter(action="notifications.preferences").count() == 1  # nothing changed: no record
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"preferences": [{"kind": "summary", "channel": "push", "enabled": False}]},
+     {"preferences": [{"kind": "issue_detected", "channel": "pager", "enabled": False}]},
+     {"preferences": [{"kind": "issue_detected", "channel": "sms"}]},
+     {"quiet_hours": {"start": "25:00"}},
+     {"preferences": [{"kind": "issue_detected", "channel": "sms", "enabled": False}], "quiet_hours": {"end": "x"}}],
+)  # fmt: skip
+def test_preferences_bad_input_changes_nothing(owner_client, body):
+    from notifications.models import Preference, QuietHours
+
+    answer = owner_client.patch(
+        "/api/v1/notifications/preferences", data=json.dumps(body), content_type="application/json"
+    )
+    assert answer.status_code == 400 and set(answer.json()) == {"error", "detail"}
+    assert not Preference.objects.exists() and not QuietHours.objects.exists()

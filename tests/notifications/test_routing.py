@@ -4,12 +4,16 @@ unconfigured channels do, where the work is published, and de-duplication."""
 from datetime import timedelta
 
 import pytest
+import responses
 from django.utils import timezone
 
 from healing.models import AuditEntry
+from notifications import tasks
 from notifications.deliveries import notification_route
 from notifications.models import Delivery, Notification, Preference
 from notifications.owner_alert import owner_alert
+
+from .conftest import BEAMS_USERS_URL
 
 pytestmark = pytest.mark.django_db
 
@@ -68,9 +72,9 @@ def test_routing_table_by_severity(channels, django_capture_on_commit_callbacks,
     assert plan(notifications["P2"]) == {"push": held}
     assert plan(notifications["P3"]) == {"email": ("held", "digest")}
     sends = [args[0] for name, args, _ in published("notify") if name == "notifications.tasks.delivery_send"]
-    assert sorted(sends) == sorted(
-        Delivery.objects.filter(status="queued", notification__severity__in=["P0", "P1"]).values_list("pk", flat=True)
-    )
+    urgent = Delivery.objects.filter(status="queued", notification__severity__in=["P0", "P1"])
+    # The pages themselves are sent by the routing task (no second hop); every other send is published.
+    assert sorted(sends) == sorted(urgent.exclude(channel="push").values_list("pk", flat=True))
 
 
 def test_routing_twice_creates_nothing_more(channels):
@@ -122,3 +126,19 @@ def test_the_same_issue_pages_once_within_the_window_unless_more_severe(channels
     )
     later.refresh_from_db()
     assert later.duplicate_of is None and plan(later)["push"] == ("queued", "")
+
+
+@responses.activate
+def test_the_routing_task_sends_the_page_itself_and_publishes_the_rest(
+    channels, device, django_capture_on_commit_callbacks, published
+):
+    responses.post(BEAMS_USERS_URL, json={"publishId": "pub-1"})
+    notification = alert("P0")
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.notification_route(notification.pk)
+
+    assert plan(notification)["push"] == ("sent", "") and len(responses.calls) == 1
+    published_ids = {args[0] for _, args, _ in published("notify")}
+    assert published_ids == set(
+        Delivery.objects.filter(notification=notification).exclude(channel="push").values_list("pk", flat=True)
+    )
