@@ -354,7 +354,8 @@ def main() -> None:
         groups = settings.CELERY_WORKER_GROUPS
         worker_start(procs, "urgent", groups["urgent"])
         worker_start(procs, "routine", groups["routine"])
-        run_throughput(procs, args.notifications, tag)
+        if args.notifications:  # 0: only the P0 run
+            run_throughput(procs, args.notifications, tag)
         waits = run_p0_under_backlog(procs, args.backlog, args.pages, tag)
     except BaseException:
         print(f"logs of the processes: {procs.logs}")
