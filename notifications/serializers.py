@@ -8,6 +8,9 @@ from .models import Channel, Delivery, Device, EventType, Notification
 
 
 class DeliveryOut(serializers.ModelSerializer):
+    # A string, not a schema enum: other APIs name an enum "status" too, and the schema would collide.
+    status = serializers.CharField(help_text="queued, sending, sent, failed, suppressed, held or summarised")
+
     class Meta:
         model = Delivery
         fields = ["channel", "status", "attempts", "sent_at", "error"]
