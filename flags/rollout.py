@@ -38,6 +38,7 @@ from healing.audit import AUTOMATIC, audit_record
 from healing.changes import ChangeTransitionError, change_transition
 from healing.classify import Impact, severity_raise
 from healing.models import Change, ChangeStatus, EnqueueState, Issue, Occurrence
+from notifications.owner_alert import EventType, owner_alert
 
 from . import services
 from .health import Health, error_rate_before, phase_exposure, rollout_health
@@ -407,12 +408,17 @@ def rollout_approve(*, rollout: Rollout, actor: str, why: str, now: datetime | N
 # --- Rolling back -------------------------------------------------------------------------------
 
 
+# A rollback means the fix failed in front of users; an approval request waits for the owner's review.
+ALERT_EVENTS = {"rollback": EventType.AUTO_FIX_FAILED, "approval_needed": EventType.ENHANCEMENT_READY}
+
+
 def _alert_owner(*, rollout: Rollout, kind: str, message: str, detail: dict[str, Any]) -> None:
     text = f"{rollout.change.key} ({rollout.flag.key}): {message}"
-    audit_record(
-        actor=AUTOMATIC, action="owner.alert", target=_target(rollout), detail={"kind": kind, "message": text, **detail}
-    )
-    # notifications: route this alert (push, SMS, email by severity) once that app exists.
+    severity = Issue.objects.filter(pk=rollout.issue_id).values_list("severity", flat=True).first() or "P1"
+    owner_alert(
+        kind=ALERT_EVENTS[kind], severity=severity, target=_target(rollout), title=f"{rollout.change.key}: {message}",
+        body=text, dedupe_key=f"{_target(rollout)}:{kind}", detail={"kind": kind, "message": text, **detail},
+    )  # fmt: skip
     log = logger.error if kind == "rollback" else logger.warning
     log("owner alert: %s", text, extra={"kind": kind, "change": rollout.change.key})
 

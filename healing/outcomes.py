@@ -12,8 +12,10 @@ from typing import Any
 from django.utils import timezone
 from prometheus_client import Histogram
 
+from notifications.owner_alert import EventType, owner_alert
+
 from . import metrics
-from .audit import AUTOMATIC, audit_record
+from .audit import AUTOMATIC
 from .models import Change, ChangeStatus, Issue, Stage
 from .remediation import change_steps_undo
 from .stages import issue_move
@@ -155,11 +157,13 @@ def issue_escalate(
 
     if not issue_move(issue=issue, expected=expected, to=to, detail=why):
         return
-    # The owner alert; notifications (push, SMS, email, Slack) subscribe to this audit action.
-    audit_record(
-        actor=AUTOMATIC,
-        action="owner.alert",
+    owner_alert(
+        kind=EventType.AUTO_FIX_FAILED,
+        severity=issue.severity,
         target=f"issue:{issue.pk}",
+        title=issue.title,
+        body=why,
+        dedupe_key=f"issue:{issue.pk}:{to}",
         detail={"stage": to, "why": why, "severity": issue.severity},
     )
     logger.warning("issue escalated to the owner", extra={"issue": str(issue.pk), "stage": to, "why": why})

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 
 from flags.models import ACTIVE_PHASES, Rollout
+from notifications.owner_alert import EventType, owner_alert
 
 from . import metrics
 from .audit import AUTOMATIC, audit_record
@@ -68,6 +69,11 @@ def _detection_record(issue: Issue) -> bool:
             message=USER_MESSAGES.get(issue.stage, ""),
             detail=f"{issue.type} {issue.severity}: {issue.occurrence_count} occurrences, {issue.affected_users} users",
         )
+        if issue.stage == Stage.DETECTED and issue.severity in (Severity.P0, Severity.P1):
+            # Even when Kaizen goes on to fix it: the owner hears of every major problem.
+            owner_alert(kind=EventType.ISSUE_DETECTED, severity=issue.severity, target=f"issue:{issue.pk}",
+                        title=issue.title, body=f"{issue.affected_users} users, {issue.occurrence_count} reports.",
+                        dedupe_key=f"issue:{issue.pk}:detected")  # fmt: skip
     return True
 
 
