@@ -10,6 +10,7 @@ import dj_database_url
 from kombu import Queue
 
 from kaizen_site import logs, runtime, sandbox_secret
+from kaizen_site.settings_notifications import *  # noqa: F403 - owner notifications (channels, routing, digest)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KAIZEN_VAR_DIR", BASE_DIR / "var"))
@@ -231,6 +232,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "ops"},
     },
 }
+CELERY_BEAT_SCHEDULE.update(notification_beat_schedule())  # noqa: F405
 
 # --- Kaizen ---------------------------------------------------------------------------------
 KAIZEN_OWNER_EMAILS = env_list("KAIZEN_OWNER_EMAILS")

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/issues", healing_api.IssueReportView.as_view(), name="issue-report"),
     path("api/v1/", include("flags.urls")),
     path("api/v1/whats-new", research_api.WhatsNewView.as_view(), name="whats-new"),
+    path("api/v1/", include("notifications.urls")),
     path("api/<int:project_id>/envelope/", sentry_api.SentryEnvelopeView.as_view(), name="sentry-envelope"),
     path("api/<int:project_id>/store/", sentry_api.SentryStoreView.as_view(), name="sentry-store"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -42,6 +42,7 @@ from flags.rollout.promotion import policy_check
 from healing.audit import AUTOMATIC, audit_record
 from healing.models import Change, ChangeStatus, Issue
 from kaizen_site.celery import broker_errors, task_publish
+from notifications.owner_alert import EventType, owner_alert
 
 logger = logging.getLogger("kaizen.rollout")
 
@@ -250,12 +251,17 @@ def rollout_approve(*, rollout: Rollout, actor: str, why: str, now: datetime | N
 # --- Rolling back -------------------------------------------------------------------------------
 
 
+# A rollback means the fix failed in front of users; an approval request waits for the owner's review.
+ALERT_EVENTS = {"rollback": EventType.AUTO_FIX_FAILED, "approval_needed": EventType.ENHANCEMENT_READY}
+
+
 def _alert_owner(*, rollout: Rollout, kind: str, message: str, detail: dict[str, Any]) -> None:
     text = f"{rollout.change.key} ({rollout.flag.key}): {message}"
-    audit_record(
-        actor=AUTOMATIC, action="owner.alert", target=_target(rollout), detail={"kind": kind, "message": text, **detail}
-    )
-    # notifications: route this alert (push, SMS, email by severity) once that app exists.
+    severity = Issue.objects.filter(pk=rollout.issue_id).values_list("severity", flat=True).first() or "P1"
+    owner_alert(
+        kind=ALERT_EVENTS[kind], severity=severity, target=_target(rollout), title=f"{rollout.change.key}: {message}",
+        body=text, dedupe_key=f"{_target(rollout)}:{kind}", detail={"kind": kind, "message": text, **detail},
+    )  # fmt: skip
     log = logger.error if kind == "rollback" else logger.warning
     log("owner alert: %s", text, extra={"kind": kind, "change": rollout.change.key})
 

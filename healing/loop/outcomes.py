@@ -13,13 +13,14 @@ from django.utils import timezone
 from prometheus_client import Histogram
 
 from healing import metrics
-from healing.audit import AUTOMATIC, audit_record
+from healing.audit import AUTOMATIC
 from healing.changes.lifecycle import ChangeTransitionError, change_transition
 from healing.loop.learning import incident_fix_failed, incident_learn
 from healing.loop.rca import rca_draft_for_incident
 from healing.loop.stages import issue_move
 from healing.models import Change, ChangeStatus, ErrorPattern, IncidentOutcome, Issue, Stage
 from healing.remediation import change_steps_undo
+from notifications.owner_alert import EventType, owner_alert
 
 logger = logging.getLogger("kaizen.pipeline")
 
@@ -146,11 +147,13 @@ def issue_escalate(
 
     if not issue_move(issue=issue, expected=expected, to=to, detail=why):
         return
-    # The owner alert; notifications (push, SMS, email, Slack) subscribe to this audit action.
-    audit_record(
-        actor=AUTOMATIC,
-        action="owner.alert",
+    owner_alert(
+        kind=EventType.AUTO_FIX_FAILED,
+        severity=issue.severity,
         target=f"issue:{issue.pk}",
+        title=issue.title,
+        body=why,
+        dedupe_key=f"issue:{issue.pk}:{to}",
         detail={"stage": to, "why": why, "severity": issue.severity},
     )
     logger.warning("issue escalated to the owner", extra={"issue": str(issue.pk), "stage": to, "why": why})

@@ -33,6 +33,7 @@ from healing.ingest.classify import regex_compile
 from healing.ingest.fingerprint import normalize
 from healing.models import ErrorPattern, Incident, IncidentOutcome, Issue, Occurrence
 from kaizen_site.process_cache import ProcessCache
+from notifications.owner_alert import EventType, owner_alert
 
 logger = logging.getLogger("kaizen.patterns")
 
@@ -355,9 +356,10 @@ def pattern_record_outcome(*, pattern: ErrorPattern, success: bool, actor: str =
                 f'Pattern "{current.name}" switched itself off. {current.disabled_reason} '
                 "Re-enable it in the console once its fix is corrected."
             )
-            audit_record(actor=actor, action="owner.alert", target=target, detail={"message": message, **counts})
+            owner_alert(kind=EventType.SYSTEM_ALERT, severity="P2", target=target, actor=actor,
+                        title=f'Pattern "{current.name}" switched itself off', body=message,
+                        dedupe_key=f"{target}:disabled", detail={"message": message, **counts})  # fmt: skip
             logger.warning(message, extra={"pattern": current.pk, **counts})
-            # Notifications hook in here: route the alert to the owner's channels by severity.
             patterns_changed()
     for name in ("successes", "failures", "enabled", "auto_disabled", "disabled_reason", "updated_at"):
         setattr(pattern, name, getattr(current, name))

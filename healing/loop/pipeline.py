@@ -43,9 +43,20 @@ from healing.loop.outcomes import (
 from healing.loop.patterns import active_library, pattern_candidates, pattern_match
 from healing.loop.plan_split import FLAG_ACTIONS, PlanSplit, plan_split
 from healing.loop.stages import USER_MESSAGES, issue_move
-from healing.models import Change, ChangeStatus, IncidentOutcome, Issue, IssueEvent, Occurrence, Severity, Stage
+from healing.models import (
+    Change,
+    ChangeStatus,
+    IncidentOutcome,
+    Issue,
+    IssueEvent,
+    IssueType,
+    Occurrence,
+    Severity,
+    Stage,
+)
 from healing.remediation import RemediationContext, change_steps_undo, remediation_plan_run
 from kaizen_site.llm import LLMError
+from notifications.owner_alert import EventType, owner_alert
 
 logger = logging.getLogger("kaizen.pipeline")
 
@@ -74,7 +85,23 @@ def _detection_record(issue: Issue) -> bool:
             message=USER_MESSAGES.get(issue.stage, ""),
             detail=f"{issue.type} {issue.severity}: {issue.occurrence_count} occurrences, {issue.affected_users} users",
         )
+        if issue.stage == Stage.DETECTED and issue.type == IssueType.USER_REPORTED:
+            # A person asked for help: the owner hears of it whatever its severity (which picks the channels).
+            owner_alert(kind=EventType.HELP_REQUEST, severity=issue.severity, target=f"issue:{issue.pk}",
+                        title=issue.title, body=_help_text(issue), dedupe_key=f"issue:{issue.pk}:help")  # fmt: skip
+        elif issue.stage == Stage.DETECTED and issue.severity in (Severity.P0, Severity.P1):
+            # Even when Kaizen goes on to fix it: the owner hears of every major problem.
+            owner_alert(kind=EventType.ISSUE_DETECTED, severity=issue.severity, target=f"issue:{issue.pk}",
+                        title=issue.title, body=f"{issue.affected_users} users, {issue.occurrence_count} reports.",
+                        dedupe_key=f"issue:{issue.pk}:detected")  # fmt: skip
     return True
+
+
+def _help_text(issue: Issue) -> str:
+    """The user's own words, when the report carried them."""
+    occurrence = _latest_occurrence(issue)
+    description = (occurrence.payload.get("description") or "") if occurrence else ""
+    return description[:500] or f"{issue.affected_users} users, {issue.occurrence_count} reports."
 
 
 def p3_batch_process(*, limit: int = 500) -> int:

@@ -9,6 +9,7 @@ from django.utils import timezone
 from responses import matchers
 
 from healing.models import AuditEntry
+from notifications.owner_alert import EventType
 from research.collect import backoff_seconds, source_collect
 from research.fetch import USER_AGENT
 from research.models import FetchOutcome, ResearchRun, Source, SourceFetch, SourceItem, SourceKind
@@ -90,7 +91,7 @@ def test_errors_back_off_then_disable_and_tell_the_owner(feed, run, fast_backoff
         assert feed.consecutive_errors == expected
     assert not feed.enabled and "3 failures in a row" in feed.disabled_reason
     alert = AuditEntry.objects.get(action="owner.alert", target=f"research-source:{feed.pk}")
-    assert alert.detail["kind"] == "RESEARCH_SOURCE_DISABLED"
+    assert alert.detail["event"] == EventType.SYSTEM_ALERT
 
 
 @responses.activate

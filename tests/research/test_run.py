@@ -8,6 +8,8 @@ import responses
 from django.core.management import CommandError, call_command
 
 from healing.models import AuditEntry
+from notifications.models import Notification
+from notifications.owner_alert import EventType
 from research.models import Category, Keyword, Proposal, ResearchRun, Source, SourceFetch, SourceKind
 from research.tasks import daily_run, fetch_source, finish
 from tests.research.conftest import changelog_page
@@ -68,7 +70,9 @@ def test_command_run_makes_ten_proposals_and_alerts(sources):
     run = ResearchRun.objects.get()
     assert run.finished_at and run.summary["errors"] == 1 and run.summary["proposals"] == 10
     alert = AuditEntry.objects.get(action="owner.alert", target=f"research:{run.day}")
-    assert alert.detail["kind"] == "ENHANCEMENT_READY"
+    assert alert.detail["event"] == EventType.ENHANCEMENT_READY
+    ready = Notification.objects.get(kind=EventType.ENHANCEMENT_READY)
+    assert (ready.severity, ready.title) == ("P1", "10 enhancement proposals are ready")
     assert alert.detail["high_impact"] + alert.detail["quick_fix"] == 10
     # Same day again: nothing refetched, no second list, no second alert.
     call_command("research", "run", stdout=StringIO())
