@@ -270,14 +270,17 @@ def change_verify(*, issue: Issue, change: Change, split: PlanSplit | None = Non
     split = split or plan_split(change=change)
     diagnosis = diagnosis_of(change)
     occurrence = _latest_occurrence(issue)
-    before = Issue.objects.filter(pk=issue.pk).values_list("occurrence_count", flat=True).get()
+    # Nobody has the fix while it is verified, so other users meeting the bug meanwhile say nothing
+    # about it: only a report the replays themselves caused does, and the generic account the
+    # replays run as is no real user.
+    caused = Occurrence.objects.filter(issue=issue, user_id=verify.GENERIC_ACCOUNT)
     verdict = verify.change_verify(
         replay=verify.replay_of(occurrence.payload) if occurrence else None,
         project_id=issue.project_id,
         affected_user=diagnosis["user_id"],
         flag_key=change.flag_key or None,
-        occurrences_before=before,
-        occurrences_now=lambda: Issue.objects.filter(pk=issue.pk).values_list("occurrence_count", flat=True).get(),
+        occurrences_before=caused.count(),
+        occurrences_now=caused.count,
     )
     change = change_record_scorecard(
         change=change,

@@ -175,8 +175,8 @@ def probe_once(
 
 def change_verify(*, replay: Replay | None, project_id: int, affected_user: str, flag_key: str | None,
                   occurrences_before: int, occurrences_now) -> Verdict:  # fmt: skip
-    """Run the 5 + 5 replays. `occurrences_now` is called after them to see whether the issue
-    occurred again meanwhile (any new occurrence fails the verification)."""
+    """Run the 5 + 5 replays. `occurrences_now` is called after them to count the occurrences the
+    replays caused (any new one fails the verification)."""
     verdict = Verdict()
     if replay is None:
         verdict.reason = "the report captured no replayable request"
@@ -188,6 +188,6 @@ def change_verify(*, replay: Replay | None, project_id: int, affected_user: str,
             verdict.probes.append(probe)
     verdict.new_occurrences = occurrences_now() - occurrences_before
     if verdict.new_occurrences > 0:
-        verdict.reason = f"{verdict.new_occurrences} new occurrences of the issue while verifying"
+        verdict.reason = f"{verdict.new_occurrences} new occurrences of the issue caused by the replays"
     logger.info("verification done", extra={"summary": verdict.summary(), "passed": verdict.passed})
     return verdict

@@ -13,8 +13,11 @@ SILENT = {"type": "SILENT_FAILURE", "message": "Generate did nothing"}
 
 
 def _reset_broker_pools():
-    # Celery and kombu cache connections and producers per broker; drop them all.
-    kombu.pools.reset()
+    # Celery and kombu cache connections and producers per broker; drop them all. Dropped, not
+    # closed: closing a pooled channel that an earlier test left mid-poll (a control ping waits
+    # for replies on one) blocks reading a reply that never comes.
+    kombu.pools.connections.clear()
+    kombu.pools.producers.clear()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 
