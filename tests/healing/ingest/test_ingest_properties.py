@@ -15,15 +15,13 @@ import json
 import math
 import uuid
 import zlib
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from urllib.parse import quote
 
 import brotli
-import orjson
 import pytest
 import redis
 from django.conf import settings
-from django.db import DataError
 from hypothesis import assume, event, example, given, note
 from hypothesis import strategies as st
 
@@ -223,45 +221,6 @@ def _stream() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
-def _queued_records() -> list[dict]:
-    return [orjson.loads(fields[b"r"]) for _, fields in _stream().xrange(settings.KAIZEN_INGEST_STREAM)]
-
-
-def _outside_storable_years(timestamp) -> bool:
-    if not isinstance(timestamp, str):
-        return False
-    try:
-        # Before year 1000 the store writes an unpadded year PostgreSQL refuses or misreads.
-        return datetime.fromisoformat(timestamp).astimezone(UTC).year < 1000
-    except (OverflowError, ValueError):  # year 1 east of UTC (or naive: local time), year 9999 west of it
-        return True
-
-
-def _skip_known_timestamp_defect(records: list[dict]) -> None:
-    """KNOWN DEFECT, being fixed separately (issue 7, point 1): a timestamp whose UTC year the
-    store cannot write (years 1, 99, 9999 with an offset...) is accepted with a 2xx and then
-    fails the consumer's batch. Such examples are set aside here, after checking they were
-    answered without a 5xx; once the edge validates timestamps, delete this function and its call.
-    """
-    if any(_outside_storable_years(r["report"].get("timestamp")) for r in records):
-        _stream().delete(settings.KAIZEN_INGEST_STREAM)  # never let the drain see it
-        event("set aside: known timestamp defect")
-        assume(False)
-
-
-def answered(call):
-    """The response to `call()`. KNOWN DEFECT (issue 7, point 1), as in
-    `_skip_known_timestamp_defect`: in direct mode the unstorable timestamp fails the request
-    itself, and the test client re-raises the server's exception; only that one is set aside."""
-    try:
-        return call()
-    except (OverflowError, ValueError, DataError) as exc:
-        if "out of range" not in str(exc):
-            raise
-        event("set aside: known timestamp defect")
-        assume(False)
-
-
 class Example:
     """One generated request's bookkeeping. All examples of a test share its database transaction,
     so each starts by clearing what the previous one stored and logged. What ingest accepted is
@@ -302,8 +261,6 @@ class Example:
             return
         assert status in (200, 202)
         streamed = settings.KAIZEN_INGEST_MODE == "stream"
-        if streamed:
-            _skip_known_timestamp_defect(_queued_records())
         written = self.ingest_written()
         assert written["queued"] == (len(self.accepted) if streamed else 0)
         assert {o.event_id for o in Occurrence.objects.all()} == {uuid.UUID(a.event_id) for a in self.accepted}
@@ -340,7 +297,7 @@ def test_native_endpoint(client, project_key, ingest_example, data):
     if encoding:
         headers["Content-Encoding"] = encoding
     content_type = data.draw(st.sampled_from(CONTENT_TYPES))
-    response = answered(lambda: client.post("/api/v1/issues", data=body, content_type=content_type, headers=headers))
+    response = client.post("/api/v1/issues", data=body, content_type=content_type, headers=headers)
     ingest_example.check(response)
 
 
@@ -350,13 +307,11 @@ def test_native_endpoint_mutated_reports_plain(client, project_key, ingest_examp
     """Mutated reports alone, serialized faithfully: most reach validation rather than the parser."""
     ingest_example.start()
     assume(all(not (isinstance(v, float) and not math.isfinite(v)) for v in _leaves(report)))
-    response = answered(
-        lambda: client.post(
-            "/api/v1/issues",
-            data=as_json(report),
-            content_type="application/json",
-            HTTP_X_KAIZEN_KEY=project_key.public_key,
-        )
+    response = client.post(
+        "/api/v1/issues",
+        data=as_json(report),
+        content_type="application/json",
+        HTTP_X_KAIZEN_KEY=project_key.public_key,
     )
     ingest_example.check(response)
 
@@ -404,9 +359,7 @@ def test_sentry_store_endpoint(client, project_key, ingest_example, data):
     body, encoding = data.draw(store_bodies.flatmap(encoded))
     auth = data.draw(st.sampled_from(AUTH))
     content_type = data.draw(st.sampled_from(["application/json", "text/plain", "application/octet-stream"]))
-    response = answered(
-        lambda: sentry_post(client, project_key, "store", body, encoding=encoding, auth=auth, content_type=content_type)
-    )
+    response = sentry_post(client, project_key, "store", body, encoding=encoding, auth=auth, content_type=content_type)
     ingest_example.check(response)
 
 
