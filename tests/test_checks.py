@@ -24,6 +24,12 @@ def configured(settings):
     settings.KAIZEN_PATCH_EXECUTOR_URL = "https://ci.example.com/kaizen/patches"
     settings.KAIZEN_PATCH_EXECUTOR_SECRET = "shared-secret"
     settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    # Every owner-alert channel (email is configured by the owner's addresses above).
+    settings.KAIZEN_BEAMS_INSTANCE_ID, settings.KAIZEN_BEAMS_SECRET_KEY = "instance-1", "beams-secret"
+    settings.KAIZEN_TWILIO_ACCOUNT_SID, settings.KAIZEN_TWILIO_AUTH_TOKEN = "AC" + "0" * 32, "twilio-token"
+    settings.KAIZEN_TWILIO_FROM, settings.KAIZEN_OWNER_PHONE = "+15005550006", "+33612345678"
+    settings.KAIZEN_SLACK_WEBHOOK_URL = "https://hooks.slack.com/services/T0/B0/x"
+    settings.KAIZEN_DISCORD_WEBHOOK_URL = "https://discord.com/api/webhooks/1/x"
     return settings
 
 
@@ -36,7 +42,8 @@ def test_each_missing_credential_says_which_capability_is_off(configured):
     configured.KAIZEN_OWNER_EMAILS = []
     configured.KAIZEN_PATCH_EXECUTOR_URL = ""
     problems = kaizen_problems()
-    assert set(problems) == {"kaizen.I002", "kaizen.W001", "kaizen.I001"}
+    assert set(problems) == {"kaizen.I002", "kaizen.W001", "kaizen.I001", "kaizen.I101"}
+    assert problems["kaizen.I101"][1].startswith("Notifications: email is not configured")
     assert problems["kaizen.I002"] == (INFO, "LLM diagnosis off: ANTHROPIC_API_KEY not set")
     assert problems["kaizen.W001"][0] == WARNING and "owner email alerts are off" in problems["kaizen.W001"][1]
     assert problems["kaizen.I001"][0] == INFO and problems["kaizen.I001"][1].startswith("Patch executor off")
