@@ -3,13 +3,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROM_DIR := var/prometheus
 
-.PHONY: run test test-sqlite bench lint clean
+.PHONY: run test test-sqlite bench lint clean assets
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
+
+# Browser libraries (rrweb, rrweb-player) from the npm registry at the versions package-lock.json
+# pins. Without npm the service still runs: session recording is off and says so.
+assets: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+	  echo "npm not found: browser session recording stays off (install Node.js and npm to turn it on)"; \
+	fi
 
 # Migrations, the demo project (its key and addresses are printed), then web + ingest consumer +
 # both worker groups + beat under honcho. Ctrl-C stops them all.
@@ -23,7 +33,7 @@ run: export KAIZEN_SANDBOX_MODE ?= 1
 run: export KAIZEN_ROLLOUT_CANARY_SECONDS ?= 30
 run: export KAIZEN_ROLLOUT_PARTIAL_SECONDS ?= 30
 run: export KAIZEN_ROLLOUT_FULL_SECONDS ?= 30
-run: $(VENV)/.installed
+run: $(VENV)/.installed assets
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py kaizen_demo
@@ -32,11 +42,11 @@ run: $(VENV)/.installed
 	  $(VENV)/bin/honcho start -f Procfile --port "$$($(PY) -m kaizen_site.runtime)"
 
 # The suite against the machine's PostgreSQL and Redis (see kaizen_site/test_settings.py).
-test: $(VENV)/.installed
+test: $(VENV)/.installed assets
 	$(VENV)/bin/pytest
 
 # The same suite on the SQLite default.
-test-sqlite: $(VENV)/.installed
+test-sqlite: $(VENV)/.installed assets
 	DATABASE_URL= $(VENV)/bin/pytest
 
 # The import contracts are in pyproject.toml ([tool.importlinter]).
@@ -50,4 +60,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/queue_isolation.py
 
 clean:
-	rm -rf var $(VENV)
+	rm -rf var $(VENV) node_modules

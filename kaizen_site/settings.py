@@ -139,6 +139,16 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 (VAR_DIR / "static").mkdir(exist_ok=True)  # whitenoise warns at start-up if it is missing
+# Browser libraries installed from the npm registry (package.json, `make` runs `npm ci`), served
+# from here under static/kaizen/vendor/<package>/. Where npm has not installed them, the features
+# that need them say so (session recording is off, the console shows no player).
+NODE_MODULES = BASE_DIR / "node_modules"
+BROWSER_PACKAGES = ("rrweb", "rrweb-player")
+STATICFILES_DIRS = [
+    (f"kaizen/vendor/{name}", NODE_MODULES / name / "dist")
+    for name in BROWSER_PACKAGES
+    if (NODE_MODULES / name / "dist").is_dir()
+]
 
 # The one-time secret shown after creating a key must not ride in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
