@@ -153,11 +153,6 @@ STATICFILES_DIRS = [
 # octet-stream, a browser (X-Content-Type-Options: nosniff) would refuse to run them.
 WHITENOISE_MIMETYPES = {".cjs": "text/javascript; charset=utf-8"}
 
-# rrweb ships its browser build as .cjs, which whitenoise (like Python's mimetypes) does not know:
-# served as application/octet-stream, the browser would refuse to run it under
-# SecurityMiddleware's `X-Content-Type-Options: nosniff`.
-WHITENOISE_MIMETYPES = {".cjs": "text/javascript"}
-
 # The one-time secret shown after creating a key must not ride in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 

@@ -91,6 +91,9 @@ def service(tmp_path, settings):
     # As `make run` does before starting them: the demo project, its flags and its webhook.
     subprocess.run([sys.executable, "manage.py", "kaizen_demo"], cwd=ROOT, env=env, check=True, capture_output=True,
                    timeout=60)  # fmt: skip
+    # ...and its static files (the browser detector, rrweb), which whitenoise serves from STATIC_ROOT.
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
     running: dict[str, subprocess.Popen] = {}
     commands = procfile_commands()
     try:
