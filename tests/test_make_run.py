@@ -45,7 +45,7 @@ def _get(url: str, *, timeout: float = 5) -> tuple[int, bytes]:
 
 
 def _post_as_the_demo_page(base: str, key: str, body: dict) -> tuple[int, dict]:
-    """What the page's report() sends: text/plain, the key in the query, from its own origin."""
+    """What the page's detector sends: text/plain, the key in the query, from its own origin."""
     request = urllib.request.Request(  # noqa: S310
         f"{base}/api/v1/issues?key={key}",
         data=orjson.dumps(body),
@@ -127,7 +127,8 @@ def test_make_run_serves_the_address_it_prints(make_run):
 
     status, page = _get(f"{base}/demo/")
     assert status == 200
-    assert re.search(r'const INGEST_KEY = "([0-9a-f]+)"', page.decode()).group(1) == key
+    assert re.search(r'data-key="([0-9a-f]+)"', page.decode()).group(1) == key  # the detector's tag
+    assert _get(f"{base}/static/kaizen/detector.js")[0] == 200
 
     status, answer = _post_as_the_demo_page(
         base, key, {"type": "SILENT_FAILURE", "message": "Clicked Generate and nothing happened", "route": "/demo/"}

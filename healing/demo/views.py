@@ -86,7 +86,8 @@ def _guarded(view):
 def page(request: HttpRequest):
     project = Project.objects.filter(slug=demo.DEMO_SLUG).first()
     key = project.keys.filter(is_active=True).values_list("public_key", flat=True).first() if project else None
-    return render(request, "demo/index.html", {"ingest_key": key or ""})
+    # The detector opens the user's event stream there (the ASGI process); empty: the session answer's stream_url.
+    return render(request, "demo/index.html", {"ingest_key": key or "", "stream_url": settings.KAIZEN_STREAM_URL})
 
 
 @_guarded

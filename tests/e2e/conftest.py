@@ -91,6 +91,9 @@ def service(tmp_path, settings):
     # As `make run` does before starting them: the demo project, its flags and its webhook.
     subprocess.run([sys.executable, "manage.py", "kaizen_demo"], cwd=ROOT, env=env, check=True, capture_output=True,
                    timeout=60)  # fmt: skip
+    # ...and its static files (the browser detector, rrweb), which whitenoise serves from STATIC_ROOT.
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
     running: dict[str, subprocess.Popen] = {}
     commands = procfile_commands()
     try:
@@ -135,18 +138,26 @@ def chromium():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop on this thread for as long as it runs, which
+    # Django's async-safety check would take for an async context: every database call of the
+    # tests (and of their transactional teardown) is a plain synchronous one.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
-def browser_page(chromium, monkeypatch, request):
-    """A fresh browser context and page; the test's ORM calls stay allowed beside Playwright's loop."""
-    # Playwright's sync API keeps an event loop on this thread, which Django's async-safety check
-    # would take for an async context; the test's own database calls are plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def browser_page(chromium, request):
+    """A fresh browser context and page."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     yield page

@@ -166,9 +166,9 @@ def test_the_demo_pages_own_report_is_accepted_from_the_page(client, settings, d
     settings.KAIZEN_PUBLIC_URL = PUBLIC
     demo_enable(settings, sandbox_url=PUBLIC)
     page = client.get("/demo/").content.decode()
-    key = re.search(r'const INGEST_KEY = "([0-9a-f]+)"', page).group(1)
+    key = re.search(r'src="/static/kaizen/detector\.js" data-key="([0-9a-f]+)"', page).group(1)  # the detector's tag
 
-    # As the page's report() sends it: text/plain, the key in the query, from the page's origin.
+    # As the detector sends a report: text/plain, the key in the query, from the page's origin.
     body = {"type": "SILENT_FAILURE", "message": "Clicked Generate and nothing happened", "route": "/demo/"}
     response = client.post(
         f"/api/v1/issues?key={key}",
