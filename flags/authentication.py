@@ -2,8 +2,9 @@
 
 The owner proves it with the project's secret key (`Authorization: Bearer <secret>`) next to the
 public key that names the project. A console session must be the owner's (an address in
-KAIZEN_OWNER_EMAILS, past the second factor, from an allowed address: kaizen_site.security) and is
-held to the same model permissions the console checks (`flags.change_flag` to edit or kill a flag). The public key alone — it ships in every browser — may only read.
+KAIZEN_OWNER_EMAILS, past the second factor, from an allowed address: kaizen_site.security) and
+is held to the same model permissions the console checks (`flags.change_flag` to edit or kill a
+flag). The public key alone — it ships in every browser — may only read.
 """
 
 import hmac
@@ -41,8 +42,9 @@ def request_owner(request, *, permissions: Sequence[str]) -> str | None:
     """The actor name of whoever may make `request` (DRF, already key-authenticated), or None.
 
     The project's secret key is its owner and may do anything to the project. A console session
-    must be the owner's (kaizen_site.security.owners.console_owner), hold every one of `permissions` (Django's `app_label.codename`) and pass Django's CSRF
-    check: it is a browser. Raises PermissionDenied naming what a staff user lacks."""
+    must be the owner's (kaizen_site.security.owners.console_owner), hold every one of
+    `permissions` (Django's `app_label.codename`) and pass Django's CSRF check: it is a browser.
+    Raises PermissionDenied naming what a console user lacks."""
     secret = _bearer(request)
     if secret is not None:
         public_key = request.META.get("HTTP_X_KAIZEN_KEY") or request.query_params.get("key", "")

@@ -26,7 +26,7 @@ def owner_settings(app_configs, **kwargs):
         problems.append(
             Warning(
                 "KAIZEN_OWNER_EMAILS is empty: nobody can sign in to the console, and owner email alerts are off.",
-                hint="Set a comma-separated list of addresses; the owner's console account needs one of them as its email.",
+                hint="Set a comma-separated list of addresses; the owner's console account needs one as its email.",
                 id="kaizen.W001",
             )
         )

@@ -83,8 +83,8 @@ def verify_view(request):
             return redirect(_next_url(request))
         logger.warning("wrong second-factor code", extra={"user": request.user.get_username()})
         error = "That code is not valid. Enter the current code from your authenticator app."
-    return TemplateResponse(request, "admin/kaizen/two_factor.html",
-                            _context(request, title="Two-factor authentication", step="verify", error=error))  # fmt: skip
+    context = _context(request, title="Two-factor authentication", step="verify", error=error)
+    return TemplateResponse(request, "admin/kaizen/two_factor.html", context)
 
 
 def _matching_device(user, token: str) -> TOTPDevice | None:

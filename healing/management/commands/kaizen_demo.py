@@ -20,7 +20,6 @@ from healing.models import Project, RemediationHook
 from healing.projects import key_issue, project_create, project_origins_add
 from kaizen_site.runtime import public_origins
 
-
 # The demo admin's address when KAIZEN_OWNER_EMAILS names none (`make run` lists this one there).
 DEMO_OWNER_EMAIL = "owner@kaizen.localhost"
 
