@@ -81,9 +81,6 @@ class AuditedAdmin:
 
 
 class OwnerAdminSite(admin.AdminSite):
-    site_header = "Kaizen — Manager's Console"
-    site_title = "Kaizen console"
-    index_title = "Console"
     login_form = OwnerAuthenticationForm
 
     def has_permission(self, request) -> bool:
