@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 
 def _bool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in ("1", "true", "yes", "on")
+    raw = os.environ.get(name, "").strip().lower()
+    return raw in ("1", "true", "yes", "on") if raw else default  # set but empty (.env.example): the default
 
 
 def _list(name: str) -> list[str]:

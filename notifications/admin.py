@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 
 from .channels import CHANNELS
 from .channels.push import beams_user_id
+from .channels.push_browser import beams_installed
 from .deliveries import test_notification_send
 from .models import Channel, Delivery, DeliveryStatus, Device, Notification, Preference, QuietHours
-from .views import beams_installed
 
 
 class DeliveryInline(admin.TabularInline):

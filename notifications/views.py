@@ -5,27 +5,12 @@ All three sit under /admin/ so the service worker's scope is the console. They a
 the sign-in: a browser fetches the manifest without cookies, and none of them holds a secret.
 """
 
-from pathlib import Path
-
-from django.conf import settings
 from django.http import Http404, HttpResponse, JsonResponse
 from django.templatetags.static import static
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
-BEAMS_PACKAGE = "@pusher/push-notifications-web"
-# Beams' service worker ships in the npm package as ES module sources only (its built file is on
-# Pusher's CDN, which the console never loads). These are the modules it imports, by the
-# extension-less names it imports them with.
-BEAMS_MODULES = ("service-worker", "do-request", "device-state-store")
-
-
-def beams_source(name: str) -> Path:
-    return settings.NODE_MODULES / BEAMS_PACKAGE / "src" / f"{name}.js"
-
-
-def beams_installed() -> bool:
-    return all(beams_source(name).is_file() for name in BEAMS_MODULES)
+from .channels.push_browser import BEAMS_MODULES, beams_installed, beams_source
 
 
 @require_GET

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.utils.html import escapejs
 
-from notifications.views import BEAMS_MODULES, beams_installed
+from notifications.channels.push_browser import BEAMS_MODULES, beams_installed
 
 pytestmark = pytest.mark.django_db
 
