@@ -29,6 +29,8 @@ node_modules/.installed: package.json package-lock.json
 run: export DEBUG ?= 1
 run: export KAIZEN_DEMO ?= 1
 run: export KAIZEN_SANDBOX_MODE ?= 1
+# The console admits only these addresses; kaizen_demo gives its admin account this one.
+run: export KAIZEN_OWNER_EMAILS ?= owner@kaizen.localhost
 # Short rollout phases, so a demo fix goes canary → 10 % → 100 % in a couple of minutes.
 run: export KAIZEN_ROLLOUT_CANARY_SECONDS ?= 30
 run: export KAIZEN_ROLLOUT_PARTIAL_SECONDS ?= 30

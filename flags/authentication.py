@@ -1,9 +1,10 @@
 """Who may change a project's flags over the API: its owner, or a console user allowed to.
 
 The owner proves it with the project's secret key (`Authorization: Bearer <secret>`) next to the
-public key that names the project. A staff session in the console is held to the same model
-permissions the console checks (`flags.change_flag` to edit or kill a flag): being staff only
-opens the console's door. The public key alone — it ships in every browser — may only read.
+public key that names the project. A console session must be the owner's (an address in
+KAIZEN_OWNER_EMAILS, past the second factor, from an allowed address: kaizen_site.security) and
+is held to the same model permissions the console checks (`flags.change_flag` to edit or kill a
+flag). The public key alone — it ships in every browser — may only read.
 """
 
 import hmac
@@ -16,6 +17,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 
 from healing.models import ProjectKey, hash_secret
+from kaizen_site.security.owners import console_owner
 
 logger = logging.getLogger("kaizen.api")
 
@@ -39,9 +41,10 @@ def owner_secret_valid(*, public_key: str, secret: str) -> bool:
 def request_owner(request, *, permissions: Sequence[str]) -> str | None:
     """The actor name of whoever may make `request` (DRF, already key-authenticated), or None.
 
-    The project's secret key is its owner and may do anything to the project. A staff session
-    must hold every one of `permissions` (Django's `app_label.codename`) and pass Django's CSRF
-    check: it is a browser. Raises PermissionDenied naming what a staff user lacks."""
+    The project's secret key is its owner and may do anything to the project. A console session
+    must be the owner's (kaizen_site.security.owners.console_owner), hold every one of
+    `permissions` (Django's `app_label.codename`) and pass Django's CSRF check: it is a browser.
+    Raises PermissionDenied naming what a console user lacks."""
     secret = _bearer(request)
     if secret is not None:
         public_key = request.META.get("HTTP_X_KAIZEN_KEY") or request.query_params.get("key", "")
@@ -50,7 +53,7 @@ def request_owner(request, *, permissions: Sequence[str]) -> str | None:
         return None
     # The session's user, read afresh: DRF replaced request.user with the key authentication's.
     user = get_user(request._request)
-    if not (user.is_authenticated and user.is_active and user.is_staff):
+    if not console_owner(request=request._request, user=user):
         return None
     SessionAuthentication().enforce_csrf(request)
     missing = sorted(perm for perm in permissions if not user.has_perm(perm))

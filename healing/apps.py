@@ -13,11 +13,14 @@ class HealingConfig(AppConfig):
         # Imported here, not at the top: they need the app registry this method runs after.
         from django.conf import settings
 
+        from healing.audit import console_action_record
         from healing.ingest import cors  # noqa: F401 - connects the per-project CORS signal
         from healing.loop import rollouts
         from healing.metrics import HealingCollector
         from kaizen_site import checks, ops  # noqa: F401 - checks registers the configuration checks
+        from kaizen_site.security.audit import console_action
 
         rollouts.receivers_connect()
+        console_action.connect(console_action_record, dispatch_uid="kaizen_console_audit")
         ops.scrape_time_register(HealingCollector())
         logger.info("runtime chosen: %s", settings.RUNTIME.describe())

@@ -25,8 +25,8 @@ def owner_settings(app_configs, **kwargs):
     if not settings.KAIZEN_OWNER_EMAILS:
         problems.append(
             Warning(
-                "KAIZEN_OWNER_EMAILS is empty: owner email alerts are off.",
-                hint="Set a comma-separated list of addresses.",
+                "KAIZEN_OWNER_EMAILS is empty: nobody can sign in to the console, and owner email alerts are off.",
+                hint="Set a comma-separated list of addresses; the owner's console account needs one as its email.",
                 id="kaizen.W001",
             )
         )

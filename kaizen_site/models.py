@@ -1,5 +1,6 @@
 """What the project shares across apps: the log of every call made to a language model."""
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -34,3 +35,32 @@ class LLMCall(models.Model):
     def __str__(self) -> str:
         outcome = "valid" if self.valid else (self.error[:60] or "invalid")
         return f"{self.purpose} #{self.attempt} {self.model}: {outcome}"
+
+
+class AdminSession(models.Model):
+    """One console sign-in: where from, on what, until when. The owner revokes one in the console
+    and that browser is signed out at its next request (kaizen_site.security.sessions)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="admin_sessions")
+    session_key = models.CharField(max_length=40, unique=True, help_text="Django's session key (never shown).")
+    fingerprint = models.CharField(
+        max_length=64, db_index=True, help_text="sha256 of the user agent and accepted languages: the same browser."
+    )
+    user_agent = models.CharField(max_length=500, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True, verbose_name="IP")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    expires_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "admin session"
+
+    def __str__(self) -> str:
+        return f"{self.user} from {self.ip or 'unknown address'} at {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()

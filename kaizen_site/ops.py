@@ -1,5 +1,6 @@
 """Operations endpoints: /healthz for load balancers, /metrics for Prometheus."""
 
+import hmac
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from kaizen_site import redis_client
 from kaizen_site.celery import app
 from kaizen_site.models import LLMCall
+from kaizen_site.security.network import client_ip, ip_allowed
 
 logger = logging.getLogger("kaizen.ops")
 
@@ -130,8 +132,29 @@ class LedgerCollector(Collector):
         yield from (calls, tokens, cost)
 
 
+def metrics_allowed(request) -> bool:
+    """The scraper's bearer token (Prometheus' `authorization` scrape setting) or its address in the
+    allowlist, whichever is configured; with neither, open only with DEBUG on (a system check says
+    which it is)."""
+    token, cidrs = settings.KAIZEN_METRICS_TOKEN, settings.KAIZEN_METRICS_IP_ALLOWLIST
+    if not token and not cidrs:
+        return settings.DEBUG
+    if token:
+        scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            return True
+    return bool(cidrs) and ip_allowed(ip=client_ip(request), cidrs=cidrs)
+
+
 @require_GET
 def metrics(request):
+    if not metrics_allowed(request):
+        logger.warning("metrics scrape refused", extra={"ip": client_ip(request)})
+        response = JsonResponse(
+            {"error": "forbidden", "detail": "Send the metrics token as `Authorization: Bearer <token>`."}, status=401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

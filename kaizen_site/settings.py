@@ -35,7 +35,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "kaizen_site.apps.OwnerAdminConfig",  # the stock admin, as the owner-only, two-factor console
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -47,6 +47,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ works offline
     "corsheaders",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",  # the console's second factor: TOTP, an authenticator app's codes
+    "axes",  # login throttling and lock-out
     "healing",
     "flags",
     "notifications",
@@ -62,8 +65,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the session passed 2FA
+    # The console's door: the IP allowlist, the recorded admin session (revoked → logged out), the
+    # client address the audit log records.
+    "kaizen_site.security.middleware.ConsoleGuardMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: answers a locked-out login
 ]
 
 ROOT_URLCONF = "kaizen_site.urls"
@@ -126,6 +134,8 @@ else:
     }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
+# django-axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -143,9 +153,9 @@ STATIC_ROOT = VAR_DIR / "static"
 # from here under static/kaizen/vendor/<package>/. Where npm has not installed them, the features
 # that need them say so (session recording is off, the console shows no player).
 NODE_MODULES = BASE_DIR / "node_modules"
-BROWSER_PACKAGES = ("rrweb", "rrweb-player")
+BROWSER_PACKAGES = ("rrweb", "rrweb-player", "@pusher/push-notifications-web")
 STATICFILES_DIRS = [
-    (f"kaizen/vendor/{name}", NODE_MODULES / name / "dist")
+    (f"kaizen/vendor/{name.rpartition('/')[2]}", NODE_MODULES / name / "dist")
     for name in BROWSER_PACKAGES
     if (NODE_MODULES / name / "dist").is_dir()
 ]
@@ -161,7 +171,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # The owner's console session: an address in KAIZEN_OWNER_EMAILS, past 2FA, from an allowed IP.
+    "DEFAULT_PERMISSION_CLASSES": ["kaizen_site.security.permissions.IsConsoleOwner"],
     "EXCEPTION_HANDLER": "kaizen_site.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -319,3 +330,4 @@ LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.e
 
 from .settings_research import *  # noqa: E402, F403  (daily research: research/)
 from .settings_stream import *  # noqa: E402, F403  (the users' event stream: healing.stream)
+from .settings_security import *  # noqa: E402, F403  (the console's door: 2FA, lock-out, sessions, HTTPS)

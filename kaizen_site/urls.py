@@ -13,6 +13,8 @@ from research import api as research_api
 urlpatterns = [
     # The address `make run` prints opens the Manager's Console rather than a 404.
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    # The console's web-app manifest and push service worker (scope /admin/), then the console.
+    path("admin/", include("notifications.console_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/issues", healing_api.IssueReportView.as_view(), name="issue-report"),
     path("api/v1/sessions", session_views.SessionCreateView.as_view(), name="session-create"),

@@ -1,6 +1,7 @@
 """The console's notification pages: history with each delivery, preferences, quiet hours, devices,
 and the channel page (configured or not, with "send a test notification" per channel)."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import render
@@ -8,6 +9,8 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from .channels import CHANNELS
+from .channels.push import beams_user_id
+from .channels.push_browser import beams_installed
 from .deliveries import test_notification_send
 from .models import Channel, Delivery, DeliveryStatus, Device, Notification, Preference, QuietHours
 
@@ -36,6 +39,7 @@ class NotificationAdmin(admin.ModelAdmin):
     def get_urls(self):
         own = [
             path("channels/", self.admin_site.admin_view(self.channels_view), name="notifications_channels"),
+            path("phone/", self.admin_site.admin_view(self.phone_view), name="notifications_phone"),
             path(
                 "channels/<str:channel>/test/",
                 self.admin_site.admin_view(require_POST(self.channel_test_view)),
@@ -58,6 +62,22 @@ class NotificationAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "title": "Notification channels", "rows": rows,
                    "opts": self.model._meta}  # fmt: skip
         return render(request, "admin/notifications/channels.html", context)
+
+    def phone_view(self, request: HttpRequest):
+        """Push on this phone or browser: Beams' web SDK subscribes it through the console's
+        service worker; without Beams configured (or its npm package), the page says push is off."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Push on this device",
+            "opts": self.model._meta,
+            "push_configured": CHANNELS["push"].configured(),
+            "missing": CHANNELS["push"].missing(),
+            "sdk_installed": beams_installed(),
+            "instance_id": settings.KAIZEN_BEAMS_INSTANCE_ID,
+            "beams_user_id": beams_user_id(request.user.pk),
+            "devices": Device.objects.filter(user=request.user).order_by("-id"),
+        }
+        return render(request, "admin/notifications/phone.html", context)
 
     def channel_test_view(self, request: HttpRequest, channel: str):
         if not request.user.has_perm("notifications.change_notification"):

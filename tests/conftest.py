@@ -16,6 +16,7 @@ from healing.loop import patterns
 from healing.models import ClassificationRule, ErrorPattern, Issue, Occurrence
 from kaizen_site.celery import app as celery_app
 from tests.factories import ProjectKeyFactory
+from tests.owner import owner_create, owner_listed, owner_verify
 
 
 def pytest_configure(config):
@@ -58,6 +59,36 @@ def _default_rules(request):
         importlib.import_module("healing.migrations.0002_default_classification_rules").seed(apps, None)
     if not ErrorPattern.objects.exists():
         importlib.import_module("healing.migrations.0004_patterns_remediation").seed(apps, None)
+
+
+@pytest.fixture
+def admin_user(db, settings):
+    """pytest-django's admin, as the console admits it: the owner's address, a TOTP device."""
+    owner_listed(settings)
+    return owner_create()
+
+
+@pytest.fixture
+def admin_client(admin_user):
+    """Signed in as the owner, past the second factor."""
+    return owner_verify(Client(), admin_user)
+
+
+METRICS_TOKEN = "test-scrape-token"  # noqa: S105
+
+
+@pytest.fixture
+def scrape(settings):
+    """GET /metrics as Prometheus does, with the bearer token (KAIZEN_METRICS_TOKEN); returns the text."""
+    settings.KAIZEN_METRICS_TOKEN = METRICS_TOKEN
+    scraper = Client()
+
+    def get() -> str:
+        response = scraper.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+        assert response.status_code == 200, response.content
+        return response.content.decode()
+
+    return get
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ def configured(settings):
     settings.KAIZEN_TWILIO_FROM, settings.KAIZEN_OWNER_PHONE = "+15005550006", "+33612345678"
     settings.KAIZEN_SLACK_WEBHOOK_URL = "https://hooks.slack.com/services/T0/B0/x"
     settings.KAIZEN_DISCORD_WEBHOOK_URL = "https://discord.com/api/webhooks/1/x"
+    settings.KAIZEN_METRICS_TOKEN = "scrape-token"
     return settings
 
 

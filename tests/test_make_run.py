@@ -142,3 +142,20 @@ def test_make_run_serves_the_address_it_prints(make_run):
 
     for path in ("/admin/login/", "/api/docs/", "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"):
         assert _get(f"{base}{path}")[0] == 200, path
+
+    # The printed account is the owner's: its password leads straight to the authenticator set-up.
+    password = re.search(r"user admin, password (\S+)", printed).group(1)
+    assert _sign_in(base, "admin", password).endswith("/admin/two-factor/setup/?next=/admin/")
+
+
+def _sign_in(base: str, username: str, password: str) -> str:
+    """Posts the console's login form as a browser would; returns the address it lands on."""
+    import requests
+
+    browser = requests.Session()
+    page = browser.get(f"{base}/admin/login/?next=/admin/", timeout=10).text
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    answer = browser.post(f"{base}/admin/login/?next=/admin/", timeout=10, headers={"Referer": f"{base}/admin/login/"},
+                          data={"csrfmiddlewaretoken": token, "username": username, "password": password,
+                                "next": "/admin/"})  # fmt: skip
+    return answer.url

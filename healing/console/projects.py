@@ -204,7 +204,7 @@ class ClassificationRuleAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("created_at", "actor", "action", "target", "detail")
+    list_display = ("created_at", "actor", "action", "target", "detail", "ip")
     list_filter = ("action", "actor")
     search_fields = ("target",)
     date_hierarchy = "created_at"

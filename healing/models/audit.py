@@ -11,6 +11,12 @@ class AuditEntry(models.Model):
     action = models.CharField(max_length=100)
     target = models.CharField(max_length=200)
     detail = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(
+        null=True,
+        blank=True,
+        verbose_name="IP",
+        help_text="The client address of a console action; empty for Kaizen's own.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

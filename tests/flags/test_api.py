@@ -5,6 +5,7 @@ import pytest
 
 from flags.models import Flag, FlagChange
 from healing.models import AuditEntry
+from tests.owner import OWNER_EMAIL, owner_listed, owner_verify
 
 OWNER = "secret"  # what tests.factories.ProjectKeyFactory stores the hash of
 
@@ -202,22 +203,23 @@ def test_a_revoked_key_cannot_kill(api, flags, project_key):
     assert not Flag.objects.get(key="on").killed and not FlagChange.objects.filter(action="kill").exists()
 
 
-def test_a_staff_session_may_kill(api, flags, client, django_user_model):
+def test_a_staff_session_may_kill(api, flags, client, django_user_model, settings):
     from django.contrib.auth.models import Permission
 
-    ops = django_user_model.objects.create_user("ops", is_staff=True)
+    ops = django_user_model.objects.create_user("ops", email=OWNER_EMAIL, is_staff=True)
     ops.user_permissions.add(Permission.objects.get(content_type__app_label="flags", codename="change_flag"))
-    client.force_login(ops)
+    owner_verify(client, owner_listed(settings) and ops)
     response = api("post", "/api/v1/flags/on/kill", {"why": "from the console"})
     assert response.status_code == 200
     assert FlagChange.objects.get(action="kill").actor == "ops"
 
 
-def test_a_staff_session_needs_the_csrf_token(flags, project_key, django_user_model):
+def test_a_staff_session_needs_the_csrf_token(flags, project_key, django_user_model, settings):
     from django.test import Client
 
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+    owner_listed(settings)
+    owner_verify(browser, django_user_model.objects.create_user("ops", email=OWNER_EMAIL, is_staff=True))
     response = browser.post(
         "/api/v1/flags/on/kill", data=b"{}", content_type="application/json", HTTP_X_KAIZEN_KEY=project_key.public_key
     )

@@ -15,8 +15,17 @@ from flags.api import FlagDetailView, FlagKillView
 from flags.authentication import IsProjectOwner
 from flags.models import Flag, FlagChange
 from healing.models import AuditEntry
+from tests.owner import OWNER_EMAIL, owner_listed, owner_verify
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _owner_listed(settings):
+    """The console users here are the owner's accounts (their email is listed, they passed 2FA):
+    what is left to tell them apart is their model permissions."""
+    owner_listed(settings)
+
 
 OWNER_WRITES = [  # every write of the owner API: (method, path, body)
     ("patch", "/api/v1/flags/half", {"rollout_percentage": 75, "why": "phase 2"}),
@@ -30,7 +39,7 @@ def half(make_flag):
 
 
 def _staff(django_user_model, *codenames: str):
-    user = django_user_model.objects.create_user("ops", is_staff=True)
+    user = django_user_model.objects.create_user("ops", email=OWNER_EMAIL, is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(content_type__app_label="flags", codename__in=codenames))
     return user
 
@@ -81,7 +90,7 @@ def test_every_owner_api_write_names_existing_console_permissions():
 def test_staff_without_change_flag_is_refused_and_nothing_changes(
     client, project_key, half, django_user_model, method, path, body, codenames
 ):
-    client.force_login(_staff(django_user_model, *codenames))
+    owner_verify(client, _staff(django_user_model, *codenames))
     before = _state(half)
     history, audit = FlagChange.objects.count(), AuditEntry.objects.count()
 
@@ -98,12 +107,12 @@ def test_staff_without_change_flag_is_refused_and_nothing_changes(
 
 def test_the_same_staff_user_is_refused_by_the_console(client, half, django_user_model):
     """The baseline the API now matches: no permission, no flag admin."""
-    client.force_login(_staff(django_user_model))
+    owner_verify(client, _staff(django_user_model))
     assert client.get(f"/admin/flags/flag/{half.pk}/change/").status_code == 403
 
 
 def test_staff_with_change_flag_may_patch(client, project_key, half, django_user_model):
-    client.force_login(_staff(django_user_model, "change_flag"))
+    owner_verify(client, _staff(django_user_model, "change_flag"))
     response = _call(client, project_key, *OWNER_WRITES[0])
     assert response.status_code == 200, response.content
     half.refresh_from_db()
@@ -120,7 +129,7 @@ def test_staff_with_change_flag_may_patch(client, project_key, half, django_user
 
 
 def test_staff_with_change_flag_may_kill(client, project_key, half, django_user_model):
-    client.force_login(_staff(django_user_model, "change_flag"))
+    owner_verify(client, _staff(django_user_model, "change_flag"))
     response = _call(client, project_key, *OWNER_WRITES[1])
     assert response.status_code == 200, response.content
     half.refresh_from_db()
@@ -129,14 +138,14 @@ def test_staff_with_change_flag_may_kill(client, project_key, half, django_user_
 
 
 def test_a_superuser_holds_every_permission(client, project_key, half, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", "", "pw"))
+    owner_verify(client, django_user_model.objects.create_superuser("root", OWNER_EMAIL, "pw"))
     assert _call(client, project_key, *OWNER_WRITES[0]).status_code == 200
     assert Flag.objects.get(pk=half.pk).rollout_percentage == 75
 
 
 def test_an_inactive_staff_user_with_the_permission_is_refused(client, project_key, half, django_user_model):
     user = _staff(django_user_model, "change_flag")
-    client.force_login(user)
+    owner_verify(client, user)
     user.is_active = False
     user.save()
     before = _state(half)
@@ -159,7 +168,7 @@ def test_the_projects_secret_key_needs_no_console_permission(client, project_key
 
 @pytest.mark.parametrize("method", ["put", "delete"])
 def test_a_method_the_view_does_not_name_is_refused(client, project_key, half, django_user_model, method):
-    client.force_login(django_user_model.objects.create_superuser("root", "", "pw"))
+    owner_verify(client, django_user_model.objects.create_superuser("root", OWNER_EMAIL, "pw"))
     before = _state(half)
     response = _call(client, project_key, method, "/api/v1/flags/half", {"enabled": False})
     assert response.status_code in (403, 405)
@@ -167,7 +176,7 @@ def test_a_method_the_view_does_not_name_is_refused(client, project_key, half, d
 
 
 def test_the_console_kill_action_needs_change_flag(client, half, django_user_model):
-    client.force_login(_staff(django_user_model, "view_flag"))
+    owner_verify(client, _staff(django_user_model, "view_flag"))
     response = client.post("/admin/flags/flag/", {"action": "kill_switch", "_selected_action": [half.pk]}, follow=True)
     assert response.status_code == 200
     half.refresh_from_db()

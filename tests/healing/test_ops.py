@@ -39,12 +39,12 @@ def _metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
-def test_metrics_count_reports_queue_depth_and_latency(client, post_report, drain):
-    before = client.get("/metrics").content.decode()
+def test_metrics_count_reports_queue_depth_and_latency(scrape, post_report, drain):
+    before = scrape()
     post_report(SILENT)
     post_report({"message": 5})  # invalid
     drain()
-    after = client.get("/metrics").content.decode()
+    after = scrape()
     assert after.startswith("# HELP")
 
     def delta(name, **labels):
@@ -83,7 +83,7 @@ def test_demo_command_creates_the_project_once_and_prints_its_key(capsys):
     assert Project.objects.count() == 1
 
 
-def test_metrics_total_llm_calls_from_the_call_log(client, db):
+def test_metrics_total_llm_calls_from_the_call_log(scrape, db):
     from decimal import Decimal
 
     from kaizen_site.models import LLMCall
@@ -93,14 +93,14 @@ def test_metrics_total_llm_calls_from_the_call_log(client, db):
     LLMCall.objects.create(
         purpose="diagnosis", model="m", prompt_fingerprint="f", tokens_in=50, tokens_out=0, valid=False
     )
-    text = client.get("/metrics").content.decode()
+    text = scrape()
     assert _metric(text, "kaizen_llm_calls_total", purpose="diagnosis", valid="true") == 1
     assert _metric(text, "kaizen_llm_calls_total", purpose="diagnosis", valid="false") == 1
     assert _metric(text, "kaizen_llm_tokens_total", direction="in") == 150
     assert _metric(text, "kaizen_llm_cost_usd_total") == 0.001
 
 
-def test_the_owner_marking_false_positives_shows_in_metrics(admin_client, client, post_report, drain):
+def test_the_owner_marking_false_positives_shows_in_metrics(admin_client, scrape, post_report, drain):
     from healing.models import Issue
 
     post_report({"type": "UX_CONFUSION", "message": "Rage clicks"})
@@ -113,4 +113,4 @@ def test_the_owner_marking_false_positives_shows_in_metrics(admin_client, client
     assert response.status_code == 302
     noise.refresh_from_db()
     assert noise.stage == "resolved"
-    assert _metric(client.get("/metrics").content.decode(), "kaizen_false_positive_ratio") == 0.5
+    assert _metric(scrape(), "kaizen_false_positive_ratio") == 0.5

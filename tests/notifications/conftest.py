@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from notifications.models import Device
+from tests.owner import owner_listed, owner_verify
 
 BEAMS_INSTANCE = "0f1e2d3c-aaaa-bbbb-cccc-111122223333"
 BEAMS_SECRET = "beams-secret-key-0123456789abcdef0123"
@@ -54,7 +55,9 @@ def no_channels(settings):
 
 @pytest.fixture
 def owner(db):
-    return get_user_model().objects.create_user(username="owner", password="pw", is_staff=True, is_superuser=True)
+    return get_user_model().objects.create_user(
+        username="owner", email="owner@example.com", password="pw", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture
@@ -63,9 +66,10 @@ def device(owner):
 
 
 @pytest.fixture
-def owner_client(client, owner):
-    client.force_login(owner)
-    return client
+def owner_client(client, owner, settings):
+    """The owner's console session, past the second factor (its address is one of the owner's)."""
+    owner_listed(settings, owner.email)
+    return owner_verify(client, owner)
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from healing.models import Project, RemediationHook
 from healing.projects import key_issue, project_create, project_origins_add
 from kaizen_site.runtime import public_origins
 
+# The demo admin's address when KAIZEN_OWNER_EMAILS names none (`make run` lists this one there).
+DEMO_OWNER_EMAIL = "owner@kaizen.localhost"
+
 
 def sentry_dsn(*, public_url: str, public_key: str, project_id: int) -> str:
     parts = urlsplit(public_url)
@@ -75,11 +78,18 @@ class Command(BaseCommand):
             },
         )
 
+        # The console admits only KAIZEN_OWNER_EMAILS (`make run` puts DEMO_OWNER_EMAIL there): the
+        # demo's admin account carries the first of them, so a newcomer only adds an authenticator app.
+        owner_email = next(iter(settings.KAIZEN_OWNER_EMAILS), DEMO_OWNER_EMAIL)
         User = get_user_model()
         password = None
-        if not User.objects.filter(username="admin").exists():
+        admin_user = User.objects.filter(username="admin").first()
+        if admin_user is None:
             password = secrets.token_urlsafe(12)
-            User.objects.create_superuser("admin", "", password)
+            User.objects.create_superuser("admin", owner_email, password)
+        elif not admin_user.email:
+            admin_user.email = owner_email
+            admin_user.save(update_fields=["email"])
 
         out = self.stdout.write
         out(self.style.SUCCESS(f"Demo project '{project.slug}' (id {project.id})"))
@@ -95,6 +105,9 @@ class Command(BaseCommand):
             out(f"  console    : {base}/admin/  user admin, password {password}   (shown once)")
         else:
             out(f"  console    : {base}/admin/  user admin")
+        out(f"  2FA        : at the first sign-in, scan the QR code with an authenticator app (owner {owner_email})")
+        if owner_email not in settings.KAIZEN_OWNER_EMAILS:
+            out(self.style.WARNING(f"  KAIZEN_OWNER_EMAILS does not list {owner_email}: the console will refuse admin"))
         out(f"  demo       : {base}/demo/  (with KAIZEN_DEMO=1, as `make run` sets)")
         out(f"  API docs   : {base}/api/docs/")
         out(f"  streams    : {settings.KAIZEN_STREAM_URL}/api/v1/sessions/<id>/events  (the users' live popups)")

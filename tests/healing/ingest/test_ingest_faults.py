@@ -55,7 +55,7 @@ def _backlog() -> tuple[int, int]:
 
 
 @pytest.mark.django_db(transaction=True)  # foreign keys are checked at commit
-def test_entries_the_database_refuses_are_dead_lettered_and_the_batch_goes_on(project_key, client, drain):
+def test_entries_the_database_refuses_are_dead_lettered_and_the_batch_goes_on(project_key, scrape, drain):
     auth = project_for_key(project_key.public_key)
     good = [_record(auth, f"good {i % 4}") for i in range(40)]
     # A report whose project was deleted while it waited in the stream: the foreign key fails at
@@ -85,7 +85,7 @@ def test_entries_the_database_refuses_are_dead_lettered_and_the_batch_goes_on(pr
         assert letter.project_id is None if poison is orphan else letter.project_id == project_key.project_id
     assert "IntegrityError" in letters[uuid.UUID(orphan["event_id"]).hex].error
     assert "ValueError" in letters[uuid.UUID(broken["event_id"]).hex].error
-    metrics = client.get("/metrics").content.decode()
+    metrics = scrape()
     assert f"kaizen_ingest_dead_letters_total {float(len(poisons))}" in metrics
 
 

@@ -1,0 +1,131 @@
+"""The console's second factor (TOTP, django-otp): enrol an authenticator app, then a code at
+every sign-in. Both steps come after the password, for the owner only."""
+
+import logging
+from base64 import b32encode
+
+import qrcode
+import qrcode.image.svg
+from django.conf import settings
+from django.contrib import admin
+from django.db import transaction
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
+from django_otp import login as otp_login
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from .audit import console_audit
+from .owners import has_confirmed_device, is_owner, otp_verified
+
+logger = logging.getLogger("kaizen.security")
+
+DEVICE_NAME = "Authenticator app"
+
+
+def qr_svg(data: str) -> str:
+    """The QR code as inline SVG, drawn here (no image service sees the secret)."""
+    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=2)
+    return image.to_string(encoding="unicode")
+
+
+def totp_now(device: TOTPDevice) -> str:
+    """The code the authenticator app shows at this moment (tests and the demo's own checks)."""
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    return f"{totp.token():0{device.digits}d}"
+
+
+def _next_url(request) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure())  # fmt: skip
+    return target if safe else reverse("admin:index")
+
+
+def _context(request, **extra) -> dict:
+    return {**admin.site.each_context(request), "next": _next_url(request), **extra}
+
+
+def _gate(request):
+    """Where a request that may not be at this step belongs instead, or None."""
+    if not is_owner(request.user):
+        return redirect(f"{reverse('admin:login')}?next={_next_url(request)}")
+    if otp_verified(request=request, user=request.user):
+        return redirect(_next_url(request))
+    return None
+
+
+def _token(request) -> str:
+    return "".join(request.POST.get("otp_token", "").split())
+
+
+@sensitive_post_parameters("otp_token")
+@csrf_protect
+@never_cache
+def verify_view(request):
+    """A code from an enrolled device, after the password."""
+    if (elsewhere := _gate(request)) is not None:
+        return elsewhere
+    if not has_confirmed_device(request.user):
+        return redirect(f"{reverse('admin:two_factor_setup')}?next={_next_url(request)}")
+    error = ""
+    if request.method == "POST":
+        device = _matching_device(request.user, _token(request))
+        if device is not None:
+            otp_login(request, device)
+            console_audit(actor=request.user.get_username(), action="console.two_factor", target=str(device),
+                          detail={"device": device.persistent_id})  # fmt: skip
+            return redirect(_next_url(request))
+        logger.warning("wrong second-factor code", extra={"user": request.user.get_username()})
+        error = "That code is not valid. Enter the current code from your authenticator app."
+    context = _context(request, title="Two-factor authentication", step="verify", error=error)
+    return TemplateResponse(request, "admin/kaizen/two_factor.html", context)
+
+
+def _matching_device(user, token: str) -> TOTPDevice | None:
+    if not token.isdigit():
+        return None
+    with transaction.atomic():
+        # select_for_update (for_verify): two requests with one code cannot both succeed.
+        for device in TOTPDevice.objects.devices_for_user(user, confirmed=True).select_for_update():
+            if device.verify_token(token):
+                return device
+    return None
+
+
+@sensitive_post_parameters("otp_token")
+@csrf_protect
+@never_cache
+def setup_view(request):
+    """First sign-in: a new TOTP secret as a QR code; the first valid code confirms the device."""
+    if (elsewhere := _gate(request)) is not None:
+        return elsewhere
+    if has_confirmed_device(request.user):
+        return redirect(f"{reverse('admin:two_factor')}?next={_next_url(request)}")
+    # The same pending secret on every visit, so reloading the page does not change the QR code.
+    device, _ = TOTPDevice.objects.get_or_create(user=request.user, confirmed=False, defaults={"name": DEVICE_NAME})
+    error = ""
+    if request.method == "POST":
+        if _token(request).isdigit() and device.verify_token(_token(request)):
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            otp_login(request, device)
+            console_audit(actor=request.user.get_username(), action="console.two_factor_enrol", target=str(device),
+                          detail={"device": device.persistent_id})  # fmt: skip
+            return redirect(_next_url(request))
+        error = "That code is not valid. Scan the QR code again and enter the code your app shows now."
+    context = _context(request, title="Set up two-factor authentication", step="setup", error=error,
+                       qr_svg=qr_svg(device.config_url), secret=_base32(device.bin_key),
+                       issuer=settings.OTP_TOTP_ISSUER)  # fmt: skip
+    return TemplateResponse(request, "admin/kaizen/two_factor.html", context)
+
+
+def _base32(key: bytes) -> str:
+    """The secret for typing in by hand, in groups of four as authenticator apps show it."""
+    text = b32encode(key).decode().rstrip("=")
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
