@@ -13,11 +13,13 @@ class HealingConfig(AppConfig):
         # Imported here, not at the top: they need the app registry this method runs after.
         from django.conf import settings
 
+        from healing.console.dashboard import issue_figures
         from healing.ingest import cors  # noqa: F401 - connects the per-project CORS signal
         from healing.loop import rollouts
         from healing.metrics import HealingCollector
-        from kaizen_site import checks, ops  # noqa: F401 - checks registers the configuration checks
+        from kaizen_site import checks, dashboard, ops  # noqa: F401 - checks registers the configuration checks
 
         rollouts.receivers_connect()
         ops.scrape_time_register(HealingCollector())
+        dashboard.dashboard_register("issues", issue_figures)
         logger.info("runtime chosen: %s", settings.RUNTIME.describe())

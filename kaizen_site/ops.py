@@ -57,11 +57,17 @@ def _redis_persistence(client) -> str:
     return "aof" if aof == "yes" else "none: reports not yet stored are lost if Redis restarts"
 
 
-@require_GET
-def healthz(request):
+def health_checks() -> dict[str, dict]:
+    """Database, broker and (when configured) Redis, each timed: /healthz and the console's dashboard."""
     checks = {"database": _timed(_check_db), "broker": _timed(_check_broker)}
     if settings.REDIS_URL:
         checks["redis"] = _timed(_check_redis)
+    return checks
+
+
+@require_GET
+def healthz(request):
+    checks = health_checks()
     healthy = all(c["ok"] for c in checks.values())
     if not healthy:
         logger.warning("health check degraded", extra={"checks": checks})

@@ -5,12 +5,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from healing.ingest import sentry_views as sentry_api
 from healing.ingest import views as healing_api
-from kaizen_site import ops
+from kaizen_site import dashboard_views, ops
 from research import api as research_api
 
 urlpatterns = [
     # The address `make run` prints opens the Manager's Console rather than a 404.
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    # The dashboard's refresh, behind the console's own login (before the admin's catch-all URLs).
+    path("admin/dashboard/", admin.site.admin_view(dashboard_views.dashboard_fragment), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/issues", healing_api.IssueReportView.as_view(), name="issue-report"),
     path("api/v1/", include("flags.urls")),
