@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -82,7 +83,8 @@ def test_days_are_the_owners(settings):
     assert days[-2]["day"].isoformat() == "2026-11-29" and days[-2]["P1"] == 1
 
 
-def _queries_for(count: int) -> int:
+def _queries_for(count: int) -> tuple[int, int]:
+    """Queries of the healing figures with the trends' past days read afresh, then from the cache."""
     project = ProjectFactory()
     for n in range(count):
         issue(
@@ -92,13 +94,29 @@ def _queries_for(count: int) -> int:
             resolved_after=timedelta(minutes=n + 1) if n % 3 == 0 else None,
             severity=("P0", "P1", "P2", "P3")[n % 4],
         )
-    with CaptureQueriesContext(connection) as queries:
+    cache.clear()
+    with CaptureQueriesContext(connection) as cold:
         figures = issue_figures(now=NOW)
+    with CaptureQueriesContext(connection) as warm:
+        assert issue_figures(now=NOW) == figures
     assert sum(row["resolved"] for row in figures["mttr"]) > 0
-    return len(queries)
+    return len(cold), len(warm)
 
 
 def test_the_number_of_queries_does_not_grow_with_the_issues():
     few = _queries_for(10)
     many = _queries_for(90)  # 100 in all
-    assert few == many == 5
+    assert few == many == (7, 5)
+
+
+def test_past_days_come_from_the_cache_and_today_from_the_database():
+    issues_per_day(now=NOW)
+    issue(first_seen=TODAY + timedelta(hours=2), severity="P0")
+    issue(first_seen=TODAY - timedelta(days=3), severity="P0")
+
+    days = issues_per_day(now=NOW)
+    assert days[-1]["P0"] == 1  # today's: at once
+    assert days[-4]["P0"] == 0  # an earlier day's: once the cached part expires
+
+    cache.clear()
+    assert issues_per_day(now=NOW)[-4]["P0"] == 1
