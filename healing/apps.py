@@ -13,7 +13,7 @@ class HealingConfig(AppConfig):
         # Imported here, not at the top: they need the app registry this method runs after.
         from django.conf import settings
 
-        from healing.console.dashboard import issue_figures
+        from healing.console.dashboard import issue_figures, session_figures
         from healing.ingest import cors  # noqa: F401 - connects the per-project CORS signal
         from healing.loop import rollouts
         from healing.metrics import HealingCollector
@@ -22,4 +22,5 @@ class HealingConfig(AppConfig):
         rollouts.receivers_connect()
         ops.scrape_time_register(HealingCollector())
         dashboard.dashboard_register("issues", issue_figures)
+        dashboard.dashboard_register("sessions", session_figures)
         logger.info("runtime chosen: %s", settings.RUNTIME.describe())

@@ -3,8 +3,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from healing import session_views
 from healing.ingest import sentry_views as sentry_api
 from healing.ingest import views as healing_api
+from healing.stream import sse
 from kaizen_site import dashboard_views, ops
 from research import api as research_api
 
@@ -15,6 +17,19 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_views.dashboard_fragment), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/issues", healing_api.IssueReportView.as_view(), name="issue-report"),
+    path("api/v1/sessions", session_views.SessionCreateView.as_view(), name="session-create"),
+    path("api/v1/sessions/<str:session_id>/token", session_views.SessionTokenView.as_view(), name="session-token"),
+    path("api/v1/sessions/<str:session_id>/reply", session_views.SessionReplyView.as_view(), name="session-reply"),
+    path(
+        "api/v1/sessions/<str:session_id>/recording",
+        session_views.SessionRecordingView.as_view(),
+        name="session-recording",
+    ),  # fmt: skip
+    path(
+        "api/v1/sessions/<str:session_id>/commands", session_views.SessionCommandView.as_view(), name="session-commands"
+    ),  # fmt: skip
+    # Server-Sent Events: served by the ASGI process (the Procfile's `stream`).
+    path("api/v1/sessions/<str:session_id>/events", sse.session_events, name="session-events"),
     path("api/v1/", include("flags.urls")),
     path("api/v1/whats-new", research_api.WhatsNewView.as_view(), name="whats-new"),
     path("api/v1/", include("notifications.urls")),

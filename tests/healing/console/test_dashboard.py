@@ -7,7 +7,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from healing.console.dashboard import issue_figures, issues_per_day, issues_today, mttr_trend
+from healing.console.dashboard import issue_figures, issues_per_day, issues_today, mttr_trend, session_figures
+from healing.models import UserSession
 from tests.factories import IssueFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +121,20 @@ def test_past_days_come_from_the_cache_and_today_from_the_database():
 
     cache.clear()
     assert issues_per_day(now=NOW)[-4]["P0"] == 1
+
+
+def test_users_active_now_are_the_people_behind_sessions_seen_in_the_last_five_minutes():
+    project = ProjectFactory()
+
+    def session(name: str, *, user: str = "", minutes_ago: float):
+        UserSession.objects.create(project=project, session_id=name, user_id=user,
+                                   last_seen_at=NOW - timedelta(minutes=minutes_ago))  # fmt: skip
+
+    session("a1", user="ann", minutes_ago=1)
+    session("a2", user="ann", minutes_ago=4)  # Ann's second tab: one person
+    session("b1", user="bob", minutes_ago=2)
+    session("x1", minutes_ago=3)  # anonymous: one person per session
+    session("x2", minutes_ago=0)
+    session("c1", user="cid", minutes_ago=6)  # gone quiet
+
+    assert session_figures(now=NOW) == {"sessions": 5, "active_now": 4}
