@@ -116,7 +116,7 @@ def measure(*, client, path: str, renders: int) -> dict:
 
     for _ in range(3):
         assert client.get(path).status_code == 200, path
-    times, counts = [], set()
+    times, sql_times, counts = [], [], set()
     for _ in range(renders):
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
@@ -124,6 +124,7 @@ def measure(*, client, path: str, renders: int) -> dict:
             elapsed = (time.perf_counter() - started) * 1000
         assert response.status_code == 200, (path, response.status_code)
         times.append(elapsed)
+        sql_times.append(sum(float(query["time"]) for query in queries.captured_queries) * 1000)
         counts.add(len(queries))
     times.sort()
     # Once per cache period one render reads the trends' past days (and asks the workers) afresh.
@@ -132,7 +133,7 @@ def measure(*, client, path: str, renders: int) -> dict:
     assert client.get(path).status_code == 200, path
     cold = (time.perf_counter() - started) * 1000
     return {"p50": statistics.median(times), "p95": times[max(0, int(len(times) * 0.95) - 1)], "queries": counts,
-            "cold": cold}  # fmt: skip
+            "sql": statistics.median(sql_times), "cold": cold}  # fmt: skip
 
 
 def main() -> None:
@@ -158,8 +159,8 @@ def main() -> None:
 
     print(f"console render: Django test Client, signed-in superuser, {args.renders} renders per page and size")
     print(load_average())
-    print(f"{'issues':>9} {'occurrences':>12}  {'page':<11} {'p50 ms':>7} {'p95 ms':>7} {'queries':>8} {'cold ms':>8}"
-          "   fill")  # fmt: skip
+    print(f"{'issues':>9} {'occurrences':>12}  {'page':<11} {'p50 ms':>7} {'p95 ms':>7} {'SQL p50':>8} {'queries':>8}"
+          f" {'cold ms':>8}   fill")  # fmt: skip
     results = {}
     previous = (0, 0)
     for size in SIZES:
@@ -170,7 +171,7 @@ def main() -> None:
             results[(size, name)] = figures
             queries = ",".join(str(n) for n in sorted(figures["queries"]))
             print(f"{size[0]:>9,} {size[1]:>12,}  {name:<11} {figures['p50']:>7.1f} {figures['p95']:>7.1f} "
-                  f"{queries:>8} {figures['cold']:>8.1f}   {took:.1f} s")  # fmt: skip
+                  f"{figures['sql']:>8.1f} {queries:>8} {figures['cold']:>8.1f}   {took:.1f} s")  # fmt: skip
 
     largest = SIZES[-1]
     print()
@@ -178,12 +179,15 @@ def main() -> None:
           "and the same query count at every size")  # fmt: skip
     for name, _ in PAGES:
         p95 = results[(largest, name)]["p95"]
-        counts = {frozenset(results[(size, name)]["queries"]) for size in SIZES}
-        flat = "flat" if len(counts) == 1 else "GROWS"
+        # The steady state: a render now and then also refills the cache (two more queries), which
+        # depends on the clock, not on the data.
+        counts = [min(results[(size, name)]["queries"]) for size in SIZES]
+        flat = "flat" if len(set(counts)) == 1 else "GROWS"
         verdict = "met" if p95 <= TARGET_P95_MS and flat == "flat" else "NOT met"
         print(f"  {name:<11} p95 {p95:.1f} ms, query count {flat}: {verdict}")
     print(f"worker broadcast (once per cache period, shared by every console): {broadcast_ms:.0f} ms "
           f"(timeout {WORKERS_TIMEOUT} s; {len(workers)} queues answered)")  # fmt: skip
+    print("SQL p50: the time of the render's queries; the rest is Python rendering the page")
     print("cold: one render right after the cache is emptied (the trends' past days and the workers asked afresh)")
     print(load_average())
 
