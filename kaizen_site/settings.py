@@ -81,7 +81,9 @@ ASGI_APPLICATION = "kaizen_site.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's overrides of admin templates (the console's index and base): found before
+        # django.contrib.admin's own, which an app's templates/ folder would not be.
+        "DIRS": [BASE_DIR / "kaizen_site" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -7,12 +7,14 @@ from healing import session_views
 from healing.ingest import sentry_views as sentry_api
 from healing.ingest import views as healing_api
 from healing.stream import sse
-from kaizen_site import ops
+from kaizen_site import dashboard_views, ops
 from research import api as research_api
 
 urlpatterns = [
     # The address `make run` prints opens the Manager's Console rather than a 404.
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    # The dashboard's refresh, behind the console's own login (before the admin's catch-all URLs).
+    path("admin/dashboard/", admin.site.admin_view(dashboard_views.dashboard_fragment), name="admin-dashboard"),
     # The console's web-app manifest and push service worker (scope /admin/), then the console.
     path("admin/", include("notifications.console_urls")),
     path("admin/", admin.site.urls),

@@ -26,7 +26,12 @@ class UserSession(models.Model):
     last_seen_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "-last_seen_at"]), models.Index(fields=["user_id"])]
+        indexes = [
+            models.Index(fields=["project", "-last_seen_at"]),
+            models.Index(fields=["user_id"]),
+            # The console's dashboard: who is active now, across projects.
+            models.Index(fields=["last_seen_at"], name="session_last_seen"),
+        ]
 
     def __str__(self) -> str:
         who = self.user_name or self.user_email or self.user_id or "anonymous"
