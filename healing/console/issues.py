@@ -107,6 +107,7 @@ class IssueAdmin(admin.ModelAdmin):
     show_full_result_count = False
     inlines = [OccurrenceInline]  # the timeline, stack, fix and logs: change_form_template, healing.console.incident
     change_form_template = "admin/healing/issue/change_form.html"
+    change_list_template = "admin/healing/issue/change_list.html"  # links to Quick Fix and End users
     form = IssueForm
     actions = ["mark_not_a_problem"]
     fieldsets = (
