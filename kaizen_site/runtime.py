@@ -6,7 +6,8 @@ otherwise the broker is a folder under `var/` and ingest writes straight to the 
 The choice is logged in one line so an operator never has to guess.
 
 `python -m kaizen_site.runtime` prints the port of `KAIZEN_PUBLIC_URL`: `make run` starts honcho
-there, so the web server listens at the address everyone is told.
+there, so the web server listens at the address everyone is told. `... stream-port` prints the
+port of `KAIZEN_STREAM_URL`, where the Procfile starts the ASGI server of the users' event streams.
 """
 
 import logging
@@ -102,5 +103,31 @@ def public_origins(url: str) -> list[str]:
     return [origin, f"{parts.scheme}://{alias}{port}"]
 
 
+def stream_url(raw: str, *, public: str) -> str:
+    """`KAIZEN_STREAM_URL`, checked; empty means the public URL's host with the next port (where
+    `make run` starts the ASGI server). Equal to `public` when a proxy routes the stream there."""
+    if raw:
+        try:
+            return public_url(raw)
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc).replace("KAIZEN_PUBLIC_URL", "KAIZEN_STREAM_URL")) from exc
+    parts = urlsplit(public)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}:{public_port(public) + 1}"
+
+
+def _main(argv: list[str]) -> None:
+    """`python -m kaizen_site.runtime` prints the public port; `... stream-port` the stream's."""
+    public = public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))
+    if argv[:1] == ["stream-port"]:
+        print(public_port(stream_url(os.environ.get("KAIZEN_STREAM_URL", ""), public=public)))
+    elif argv[:1] == ["stream-url"]:
+        print(stream_url(os.environ.get("KAIZEN_STREAM_URL", ""), public=public))
+    else:
+        print(public_port(public))
+
+
 if __name__ == "__main__":
-    print(public_port(public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))))
+    import sys
+
+    _main(sys.argv[1:])

@@ -177,7 +177,9 @@ SPECTACULAR_SETTINGS = {
 
 # CORS is decided per project (its allowed origins) by healing.ingest.cors; nothing is open globally.
 CORS_ALLOWED_ORIGINS: list[str] = []
-CORS_URLS_REGEX = r"^/api/.*$"
+# The event stream answers CORS itself (healing.stream.sse), from the project its token names: the
+# ASGI process must not run the hook's database read on its event loop.
+CORS_URLS_REGEX = r"^/api/(?!v1/sessions/[^/]+/events$).*$"
 CORS_ALLOW_HEADERS = ["content-type", "x-kaizen-key", "x-sentry-auth", "sentry-trace", "baggage", "if-none-match"]
 CORS_EXPOSE_HEADERS = ["retry-after", "x-sentry-rate-limits", "etag"]
 
@@ -319,3 +321,4 @@ KAIZEN_LLM_MAX_RETRIES = int(os.environ.get("KAIZEN_LLM_MAX_RETRIES", "1"))
 LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))
 
 from .settings_research import *  # noqa: E402, F403  (daily research: research/)
+from .settings_stream import *  # noqa: E402, F403  (the users' event stream: healing.stream)

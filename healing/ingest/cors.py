@@ -6,7 +6,10 @@ any active project lists the origin, and the request itself is then checked agai
 (healing.authentication refuses an origin its project does not allow).
 """
 
+import re
+
 from corsheaders.signals import check_request_enabled
+from django.conf import settings
 
 from healing.models import Project
 from healing.projects import project_for_key
@@ -39,6 +42,10 @@ def origin_allowed(request) -> bool:
 
 
 def _cors_hook(sender, request, **kwargs) -> bool:
+    # django-cors-headers asks this hook for every path CORS_URLS_REGEX leaves out too: the event
+    # stream answers CORS itself (healing.stream.sse), on an event loop where this read must not run.
+    if not re.match(settings.CORS_URLS_REGEX, request.path_info):
+        return False
     return origin_allowed(request)
 
 

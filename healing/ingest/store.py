@@ -21,6 +21,7 @@ from django.utils import timezone
 from healing import metrics
 from healing.ingest import classify
 from healing.models import EnqueueState, Issue, IssueUser, Occurrence, Stage
+from healing.stream import fanout
 
 logger = logging.getLogger("kaizen.ingest")
 
@@ -286,6 +287,7 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
         again = [pk for pk in result.to_enqueue if pk not in reopened]
         if again:
             Issue.objects.filter(id__in=again).update(enqueue_state=EnqueueState.PENDING, enqueued_at=now)
+        fanout.occurrences_status(records=fresh)  # the reporting sessions hear where their issue stands
     if result.duplicates:
         metrics.REPORTS_STORED.labels(type="", severity="", outcome="duplicate").inc(result.duplicates)
     return result

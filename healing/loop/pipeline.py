@@ -43,7 +43,7 @@ from healing.loop.outcomes import (
 )
 from healing.loop.patterns import active_library, pattern_candidates, pattern_match
 from healing.loop.plan_split import FLAG_ACTIONS, PlanSplit, plan_split
-from healing.loop.stages import USER_MESSAGES, issue_move
+from healing.loop.stages import issue_move, user_message
 from healing.models import (
     Change,
     ChangeStatus,
@@ -56,6 +56,7 @@ from healing.models import (
     Stage,
 )
 from healing.remediation import RemediationContext, change_steps_undo, remediation_plan_run
+from healing.stream.fanout import issue_event_fanout
 from kaizen_site.llm import LLMError
 from notifications.owner_alert import EventType, owner_alert
 
@@ -80,12 +81,13 @@ def _detection_record(issue: Issue) -> bool:
         last_stage = issue.events.order_by("-created_at", "-id").values_list("stage", flat=True).first()
         if last_stage == issue.stage:
             return False
-        IssueEvent.objects.create(
+        event = IssueEvent.objects.create(
             issue=issue,
             stage=issue.stage,
-            message=USER_MESSAGES.get(issue.stage, ""),
+            message=user_message(stage=issue.stage, issue=issue),
             detail=f"{issue.type} {issue.severity}: {issue.occurrence_count} occurrences, {issue.affected_users} users",
         )
+        issue_event_fanout(event=event)
         if issue.stage == Stage.DETECTED and issue.type == IssueType.USER_REPORTED:
             # A person asked for help: the owner hears of it whatever its severity (which picks the channels).
             owner_alert(kind=EventType.HELP_REQUEST, severity=issue.severity, target=f"issue:{issue.pk}",
@@ -135,13 +137,13 @@ def issue_heal(*, issue: Issue) -> bool:
         Issue.objects.filter(pk=issue.pk).update(diagnosis=diagnosis["record"])
     if diagnosis["outcome"] == "needs_input":
         issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.NEEDS_INPUT, detail=diagnosis["reason"],
-                   message=diagnosis["question"] or USER_MESSAGES[Stage.NEEDS_INPUT])  # fmt: skip
+                   message=diagnosis["question"] or None)  # fmt: skip
         return True
     if diagnosis["outcome"] != "plan":
         issue_escalate(issue=issue, expected=Stage.DIAGNOSING, why=diagnosis["reason"])
         return True
     issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.ROOT_CAUSE_FOUND, detail=diagnosis["root_cause"],
-               message=diagnosis["user_message"] or USER_MESSAGES[Stage.ROOT_CAUSE_FOUND])  # fmt: skip
+               message=diagnosis["user_message"] or None)  # fmt: skip
     _guarded(change_fix, issue=issue, occurrence=occurrence, diagnosis=diagnosis)
     return True
 

@@ -1,10 +1,11 @@
-"""An issue's stages: the moves allowed between them, what the affected user is told at each,
-and how long the work of each stage may take before the deadline sweep (healing.loop.sweep) steps in.
+"""An issue's stages: the moves allowed between them, and how long the work of each stage may take
+before the deadline sweep (healing.loop.sweep) steps in.
 
 Every stage move goes through `issue_move`: checked against MOVES, applied with one conditional
 UPDATE on the stage the caller expects (so a redelivered or concurrent task moves the issue once),
-and recorded as an IssueEvent and in the audit log in the same transaction. Entering a stage sets
-its deadline from the KAIZEN_STAGE_DEADLINES setting and clears the count of resumptions.
+and recorded as an IssueEvent and in the audit log in the same transaction; once committed, the
+event goes down the stream of every session that met the issue (healing.stream.fanout). Entering a
+stage sets its deadline from the KAIZEN_STAGE_DEADLINES setting and clears the count of resumptions.
 """
 
 from collections.abc import Iterable
@@ -14,8 +15,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from healing import messages
 from healing.audit import AUTOMATIC, audit_record
 from healing.models import Issue, IssueEvent, Severity, Stage
+from healing.stream.fanout import issue_event_fanout
 
 S = Stage
 
@@ -39,21 +42,11 @@ MOVES: dict[str, tuple[str, ...]] = {
 # (escalated, aborted), or for nothing (resolved), or for new reports (mitigated).
 WORKING = (S.DETECTED, S.DIAGNOSING, S.ROOT_CAUSE_FOUND, S.NEEDS_INPUT, S.FIXING, S.VERIFYING, S.DEPLOYED)
 
-# What the affected user's popup says at each stage.
-USER_MESSAGES = {
-    S.DETECTED: "We noticed a problem and are looking into it.",
-    S.DIAGNOSING: "We're working out what went wrong.",
-    S.ROOT_CAUSE_FOUND: "We found the cause and are preparing a fix.",
-    S.NEEDS_INPUT: "We need a little more information from you to fix this.",
-    S.FIXING: "Applying a fix.",
-    S.VERIFYING: "Checking that the fix works.",
-    S.DEPLOYED: "Fixed! Please try again.",
-    S.MITIGATED: "Fixed for you. The cause is still being worked on, so it may happen again: if it does, we'll "
-    "fix it for you again.",
-    S.RESOLVED: "Fixed for everyone.",
-    S.ESCALATED: "This one needs a person: the team has been alerted.",
-    S.ABORTED: "The automatic fix didn't hold; the team has been alerted.",
-}
+
+def user_message(*, stage: str, issue: Issue) -> str:
+    """What the issue's timeline records the user is told at `stage` (healing.messages has the
+    words; each session's stream fills in the user's own name)."""
+    return messages.stage_message(stage=stage, issue_type=issue.type)
 
 
 class StageMoveError(Exception):
@@ -109,8 +102,9 @@ def issue_move(
         if source is None:
             return False
         Issue.objects.filter(pk=issue.pk).update(**fields)
-        text = USER_MESSAGES.get(to, "") if message is None else message
-        IssueEvent.objects.create(issue=issue, stage=to, message=text, detail=detail, created_at=now)
+        text = user_message(stage=to, issue=issue) if message is None else message
+        event = IssueEvent.objects.create(issue=issue, stage=to, message=text, detail=detail, created_at=now)
+        issue_event_fanout(event=event)
         audit_record(
             actor=actor,
             action="issue.move",

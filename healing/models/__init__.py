@@ -54,6 +54,14 @@ from healing.models.remediation import (
     RemediationRun,
     RiskLevel,
 )
+from healing.models.sessions import (
+    MessageStage,
+    MessageTemplate,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecording,
+    UserSession,
+)
 
 __all__ = [
     "_new_public_key",
@@ -72,6 +80,8 @@ __all__ = [
     "IssueEvent",
     "IssueType",
     "IssueUser",
+    "MessageStage",
+    "MessageTemplate",
     "Occurrence",
     "PatchState",
     "Project",
@@ -85,8 +95,12 @@ __all__ = [
     "RemediationRun",
     "RiskLevel",
     "RootCauseAnalysis",
+    "SessionEvent",
+    "SessionEventKind",
+    "SessionRecording",
     "Severity",
     "Stage",
+    "UserSession",
     "change_key",
     "hash_secret",
     "issue_id_for",

@@ -17,7 +17,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # beat only sweeps every 30 s: rollout phases end by ETA task.
-PROCESSES = ("web", "consumer", "urgent", "routine")
+PROCESSES = ("web", "stream", "consumer", "urgent", "routine")
 CHROMIUM = os.environ.get("KAIZEN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("KAIZEN_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
 # As a machine without outside network needs them: no background connections, no first-run work.
@@ -61,6 +61,7 @@ def service(tmp_path, settings):
     rollout phases and no sandbox secret configured: the processes make and share their own."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    stream = f"http://127.0.0.1:{free_port()}"  # the ASGI server of the users' event streams
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaizen_site.settings",
@@ -74,6 +75,7 @@ def service(tmp_path, settings):
         "KAIZEN_DEMO": "1",
         "KAIZEN_SANDBOX_MODE": "1",
         "KAIZEN_PUBLIC_URL": base,  # the demo's origins and the sandbox replays follow it
+        "KAIZEN_STREAM_URL": stream,
         "KAIZEN_ROLLOUT_CANARY_SECONDS": "1",
         "KAIZEN_ROLLOUT_PARTIAL_SECONDS": "1",
         "KAIZEN_ROLLOUT_FULL_SECONDS": "1",
@@ -98,7 +100,8 @@ def service(tmp_path, settings):
                 running[name] = subprocess.Popen(["/bin/sh", "-c", commands[name]], cwd=ROOT, env=env, stdout=log,
                                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         _wait_healthy(base=base, web=running["web"], logs=logs)
-        yield {"base": base, "var": tmp_path / "var", "logs": logs, "running": running}
+        _wait_healthy(base=stream, web=running["stream"], logs=logs, name="stream")
+        yield {"base": base, "stream": stream, "var": tmp_path / "var", "logs": logs, "running": running}
     finally:
         for proc in running.values():
             if proc.poll() is None:
@@ -111,17 +114,17 @@ def service(tmp_path, settings):
                 proc.wait()
 
 
-def _wait_healthy(*, base: str, web: subprocess.Popen, logs: Path) -> None:
+def _wait_healthy(*, base: str, web: subprocess.Popen, logs: Path, name: str = "web") -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert web.poll() is None, (logs / "web.log").read_text()[-3000:]
+        assert web.poll() is None, (logs / f"{name}.log").read_text()[-3000:]
         try:
             if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise AssertionError("the web process never answered /healthz:\n" + (logs / "web.log").read_text()[-3000:])
+    raise AssertionError(f"the {name} process never answered /healthz:\n" + (logs / f"{name}.log").read_text()[-3000:])
 
 
 @pytest.fixture(scope="session")

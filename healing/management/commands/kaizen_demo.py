@@ -97,3 +97,4 @@ class Command(BaseCommand):
             out(f"  console    : {base}/admin/  user admin")
         out(f"  demo       : {base}/demo/  (with KAIZEN_DEMO=1, as `make run` sets)")
         out(f"  API docs   : {base}/api/docs/")
+        out(f"  streams    : {settings.KAIZEN_STREAM_URL}/api/v1/sessions/<id>/events  (the users' live popups)")

@@ -174,7 +174,11 @@ def test_process_issue_records_detection_once(mode, post_report, drain):
     assert pipeline.issue_process(issue_id=str(issue.id)) is True
     assert pipeline.issue_process(issue_id=str(issue.id)) is False  # a redelivered task does nothing
     event = IssueEvent.objects.get()
-    assert (event.stage, event.message) == (Stage.DETECTED, "We noticed a problem and are looking into it.")
+    # The user is told in the words of the owner's template for this stage and type (healing.messages).
+    assert (event.stage, event.message) == (
+        Stage.DETECTED,
+        "Looks like this isn't doing what you expected. We've noticed and are taking a look.",
+    )
 
 
 def test_store_batches_mixed_projects_and_duplicates(db):

@@ -35,7 +35,7 @@ def test_a_per_user_resync_mitigates_and_the_next_purchase_sends_it_back_to_work
 
     assert (issue.stage, issue.resolved_at) == (Stage.MITIGATED, None)
     told = IssueEvent.objects.filter(issue=issue).last().message
-    assert told.startswith("Fixed for you.") and "Fixed for everyone" not in told
+    assert told.startswith("**Fixed.**")  # for this user: what the popup shows as "Fixed"
     assert Incident.objects.get(change__issue=issue).outcome == "mitigated"
     assert (fixes("mitigated") - mitigated_before, fixes("resolved") - resolved_before) == (1, 0)
     assert (mttr_count("user") - user_mttr_before, mttr_count("full") - full_mttr_before) == (1, 0)

@@ -101,7 +101,10 @@ def test_generate_silent_failure_is_fixed_for_the_user_then_everyone(sandbox):
     assert demo_call("POST", "/demo/api/generate", user="alice", body={"prompt": "a cat"}).status_code == 202
     issue = report(GENERATE)
     assert stages(issue) == ["detected", "diagnosing", "root_cause_found", "fixing", "verifying", "deployed"]
-    assert IssueEvent.objects.filter(issue=issue).last().message == "Fixed! Please try again."
+    assert (
+        IssueEvent.objects.filter(issue=issue).last().message
+        == "**Fixed.** Thanks for your patience. Please try again."
+    )
     change = Change.objects.get(issue=issue)
     assert (change.status, change.flag_key) == (ChangeStatus.CANARY, demo.FLAG_GENERATE_RETRY)
     assert change.scorecard["verification"]["summary"] == "10/10 replays passed"
@@ -124,7 +127,7 @@ def test_paid_credits_are_resynced_through_the_owner_webhook(sandbox):
     issue = report(CREDITS)
     # The webhook fixed alice's balance, not whatever lost her purchase: mitigated, not resolved.
     assert (issue.stage, issue.resolved_at) == (Stage.MITIGATED, None)
-    assert "still being worked on" in IssueEvent.objects.filter(issue=issue).last().message
+    assert IssueEvent.objects.filter(issue=issue).last().message.startswith("**Fixed.**")  # for alice
     run = RemediationRun.objects.get(action="webhook_call")
     assert run.outcome == "ok"
     assert demo_call("GET", "/demo/api/credits", user="alice").json() == {"credits": 100, "pending": 0}

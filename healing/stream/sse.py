@@ -1,0 +1,165 @@
+"""`GET /api/v1/sessions/<session_id>/events`: the session's Server-Sent Events.
+
+Served by the ASGI process (uvicorn, the Procfile's `stream`): an async view whose response is an
+async iterator, so an open stream costs a coroutine and a queue, not a thread. The database is the
+source of truth: a browser reconnecting with `Last-Event-ID` gets exactly the events after that
+id; Redis pub/sub (one subscriber per process, healing.stream.hub) wakes the streams at once and
+carries the events, so an event reaches an open stream without a query. Without Redis each
+stream reads the database every KAIZEN_STREAM_POLL_SECONDS.
+
+Under the WSGI server (the API's gunicorn) this path answers 421 with the stream's address
+instead: a stream there would hold a worker thread for minutes.
+"""
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+
+from healing.models import Project, SessionEvent
+from healing.stream.hub import RESYNC, hub_for
+from healing.stream.sessions import EVENTS_PATH
+from healing.stream.tokens import TokenError, token_check
+from kaizen_site.process_cache import ProcessCache
+
+logger = logging.getLogger("kaizen.stream")
+
+BACKLOG_LIMIT = 500  # events sent per database read; a longer backlog is read in turns
+SEEN_IDS = 512  # ids a stream remembers, so an event both read and woken for goes out once
+
+_origins: ProcessCache[frozenset[str]] = ProcessCache(ttl=10.0, maxsize=4096)
+
+
+def _project_origins(project_id: int) -> frozenset[str]:
+    def load() -> frozenset[str]:
+        row = Project.objects.filter(pk=project_id, is_active=True).values_list("allowed_origins", flat=True).first()
+        return frozenset(o.rstrip("/") for o in row or [])
+
+    return _origins.get(project_id, load)
+
+
+def _events_after(session_id: str, last_id: int) -> list[tuple[int, str, Any]]:
+    rows = SessionEvent.objects.filter(session__session_id=session_id, id__gt=last_id).order_by("id")
+    return list(rows.values_list("id", "kind", "payload")[:BACKLOG_LIMIT])
+
+
+def sse_format(*, event_id: int, kind: str, data: Any) -> bytes:
+    # orjson writes one line (no raw newlines in JSON), as an SSE `data:` field needs.
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), orjson.dumps(data))
+
+
+HEARTBEAT = b": keep-alive\n\n"
+
+
+async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]:
+    """The stream's bytes: `retry:` first, the backlog after `last_id`, then each event as it comes,
+    a heartbeat comment when idle, and the end after KAIZEN_STREAM_MAX_SECONDS."""
+    polling = not settings.REDIS_URL
+    subscription = None if polling else hub_for(settings.REDIS_URL).subscribe(session_id)
+    hub = None if polling else hub_for(settings.REDIS_URL)
+    seen: deque[int] = deque(maxlen=SEEN_IDS)
+    started = last_write = last_read = time.monotonic()
+    read_every = settings.KAIZEN_STREAM_POLL_SECONDS if polling else settings.KAIZEN_STREAM_RESYNC_SECONDS
+    heartbeat = settings.KAIZEN_STREAM_HEARTBEAT_SECONDS
+
+    async def read() -> list[bytes]:
+        nonlocal last_id, last_read
+        chunks = []
+        rows = await sync_to_async(_events_after)(session_id, last_id)
+        last_read = time.monotonic()
+        for event_id, kind, payload in rows:
+            if event_id not in seen:
+                seen.append(event_id)
+                chunks.append(sse_format(event_id=event_id, kind=kind, data=payload))
+            last_id = max(last_id, event_id)
+        return chunks
+
+    try:
+        yield b"retry: %d\n\n" % settings.KAIZEN_STREAM_RETRY_MS
+        # Subscribed before this read: an event committed in between is in one or the other.
+        for chunk in await read():
+            yield chunk
+        last_write = time.monotonic()
+        end = started + settings.KAIZEN_STREAM_MAX_SECONDS
+        while (now := time.monotonic()) < end:
+            timeout = max(0.0, min(last_write + heartbeat, last_read + read_every, end) - now)
+            item = None
+            if subscription is not None:
+                try:
+                    item = await asyncio.wait_for(subscription.queue.get(), timeout)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(timeout)
+            chunks: list[bytes] = []
+            if item is RESYNC or time.monotonic() >= last_read + read_every:
+                chunks = await read()
+            elif item is not None and item["id"] not in seen:
+                # Sent even when older than the last id: a transaction that took an earlier id
+                # may commit after a later one.
+                seen.append(item["id"])
+                last_id = max(last_id, item["id"])
+                chunks = [sse_format(event_id=item["id"], kind=item["k"], data=item["d"])]
+            if not chunks and time.monotonic() >= last_write + heartbeat:
+                chunks = [HEARTBEAT]
+            for chunk in chunks:
+                yield chunk
+            if chunks:
+                last_write = time.monotonic()
+    finally:
+        if subscription is not None and hub is not None:
+            hub.unsubscribe(subscription)
+
+
+def _error(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+
+
+def _cors(response: HttpResponse, *, origin: str) -> HttpResponse:
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+    return response
+
+
+async def session_events(request, session_id: str) -> HttpResponse:
+    origin = (request.headers.get("Origin") or "").rstrip("/")
+    if not isinstance(request, ASGIRequest):
+        stream_url = settings.KAIZEN_STREAM_URL + EVENTS_PATH.format(session_id=session_id)
+        return _error(421, "use_stream_url", f"Event streams are served at {stream_url}.", stream_url=stream_url)
+    if request.method == "OPTIONS":
+        # A reconnecting EventSource may send Last-Event-ID, which is not a "simple" header.
+        response = HttpResponse(status=204)
+        response["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "last-event-id, cache-control"
+        response["Access-Control-Max-Age"] = "86400"
+        return _cors(response, origin=origin)
+    if request.method != "GET":
+        return _error(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
+    try:
+        project_id = token_check(token=request.GET.get("token", ""), session_id=session_id)
+    except TokenError as exc:
+        logger.info("stream refused", extra={"error": exc.code, "status": exc.status})
+        # The origin is echoed on a refusal too, so the page can read why and refresh its token.
+        return _cors(_error(exc.status, exc.code, exc.detail), origin=origin)
+    allowed = await sync_to_async(_project_origins)(project_id)
+    if origin and origin not in allowed:
+        return _error(403, "origin_not_allowed", f"Origin {origin} is not allowed for this project.")
+    raw_last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
+    try:
+        last_id = int(raw_last)
+    except ValueError:
+        return _cors(_error(400, "invalid_last_event_id", "Last-Event-ID must be an event id."), origin=origin)
+    response = StreamingHttpResponse(event_stream(session_id=session_id, last_id=max(last_id, 0)),
+                                     content_type="text/event-stream; charset=utf-8")  # fmt: skip
+    response["Cache-Control"] = "no-cache, no-transform"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return _cors(response, origin=origin)
