@@ -71,17 +71,21 @@ def _matching(term: str, *, id_field: str, email_field: str) -> Q:
 
 
 def end_user_find(*, term: str, now: datetime | None = None) -> EndUser:
-    """Everything about the user `term` names (an id, or an email in any case)."""
+    """Everything about the user `term` names (an id, or an email in any case). Found by email,
+    the ids that email went by count too: their sessions and reports without the email are theirs."""
     now = now or timezone.now()
-    reports = Occurrence.objects.filter(_matching(term, id_field="user_id", email_field="user_email"))
+    named = _matching(term, id_field="user_id", email_field="user_email")
+    seen = [
+        *Occurrence.objects.filter(named).order_by("-id").values_list("user_id", "user_email")[:IDENTITIES_SCANNED],
+        *UserSession.objects.filter(named).order_by("-id").values_list("user_id", "user_email")[:IDENTITIES_SCANNED],
+    ]
+    user_ids = sorted({uid for uid, _ in seen if uid})
+    emails = sorted({email for _, email in seen if email})
+    theirs = Q(user_id__in=user_ids) | Q(user_email__iexact=term)
     sessions = list(
-        UserSession.objects.filter(_matching(term, id_field="user_id", email_field="user_email"))
-        .select_related("project")
-        .order_by("-last_seen_at")[:SESSIONS_SHOWN]
+        UserSession.objects.filter(theirs).select_related("project").order_by("-last_seen_at")[:SESSIONS_SHOWN]
     )
-    seen = list(reports.order_by("-id").values_list("user_id", "user_email")[:IDENTITIES_SCANNED])
-    user_ids = sorted({uid for uid, _ in seen if uid} | {s.user_id for s in sessions if s.user_id})
-    emails = sorted({email for _, email in seen if email} | {s.user_email for s in sessions if s.user_email})
+    reports = Occurrence.objects.filter(theirs)
     grouped = list(
         reports.values("issue_id").annotate(n=Count("id"), last=Max("received_at")).order_by("-last")[:ISSUES_SHOWN]
     )

@@ -12,14 +12,23 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.db.models import Q
 from django.urls import reverse
 
 from flags.models import Rollout
-from healing.models import CHANGE_KEY_PREFIX, AuditEntry, Change, Issue, IssueEvent, Occurrence, PatchState, Stage
+from healing.models import (
+    CHANGE_KEY_PREFIX,
+    AuditEntry,
+    Change,
+    Issue,
+    IssueEvent,
+    Occurrence,
+    PatchState,
+    SessionRecording,
+    Stage,
+)
 from healing.remediation import raw_plan_risk
 from kaizen_site.models import LLMCall
 
@@ -164,15 +173,10 @@ def recording_decode(encoded: str) -> list[dict[str, Any]] | None:
 def recording_for(issue: Issue, latest: Occurrence | None) -> Recording | None:
     """The newest recording of the issue: one the user agreed to record while trying again
     (the session stream's SessionRecording), else the snippet the latest report carried."""
-    try:
-        model = apps.get_model("healing", "SessionRecording")
-    except LookupError:
-        model = None
-    if model is not None:
-        row = model.objects.filter(issue=issue).order_by("-created_at").first()
-        events = _events_playable(row.events) if row is not None else None
-        if events:
-            return Recording(events=events, source=f"session recording of {row.created_at:%Y-%m-%d %H:%M:%S}")
+    row = SessionRecording.objects.filter(issue=issue).order_by("-created_at").first()
+    events = _events_playable(row.events) if row is not None else None
+    if events:
+        return Recording(events=events, source=f"session recording of {row.created_at:%Y-%m-%d %H:%M:%S}")
     encoded = (latest.payload or {}).get("recording") if latest is not None else None
     events = recording_decode(encoded) if isinstance(encoded, str) else None
     return Recording(events=events, source=f"snippet in report {latest.event_id}") if events else None

@@ -18,7 +18,17 @@ from flags.rollout.start import rollout_start
 from healing.audit import NOT_A_PROBLEM
 from healing.changes.lifecycle import PatchSpec, change_create, change_record_scorecard
 from healing.console import incident
-from healing.models import AuditEntry, Change, ChangeStatus, EnqueueState, Issue, IssueEvent, PatchState
+from healing.models import (
+    AuditEntry,
+    Change,
+    ChangeStatus,
+    EnqueueState,
+    Issue,
+    IssueEvent,
+    PatchState,
+    SessionRecording,
+    UserSession,
+)
 from kaizen_site.models import LLMCall
 from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
 
@@ -294,3 +304,15 @@ def test_actions_need_the_permissions(client, db):
     assert act(client, issue, "not-a-problem").status_code == 403
     assert Issue.objects.get(pk=issue.pk).stage == "escalated"
     assert not AuditEntry.objects.exists()
+
+
+def test_a_session_recording_is_played_before_the_reports_snippet(admin_client, project):
+    issue = IssueFactory(project=project)
+    session = UserSession.objects.create(project=project, session_id="s-1", user_id="u-42")
+    events = [{"type": 4, "timestamp": 10, "data": {}}, {"type": 2, "timestamp": 11, "data": {"marker": "from-stream"}}]
+    SessionRecording.objects.create(session=session, issue=issue, events=events, size_bytes=99, event_count=2)
+
+    response = admin_client.get(f"/admin/healing/issue/{issue.pk}/change/")
+
+    assert response.context["recording"].source.startswith("session recording of ")
+    assert "from-stream" in response.content.decode()
