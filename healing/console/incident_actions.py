@@ -96,6 +96,20 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+def actions_offered(*, issue: Issue, fix) -> dict[str, Action]:
+    """The buttons that can do something now (the page's `fix` is healing.console.incident.Fix);
+    a stale page's button still gets a clear refusal from the action itself."""
+    rolling = fix is not None and fix.rollout is not None and fix.rollout.phase in ACTIVE_PHASES
+    offered = {
+        "retry-diagnosis": issue.stage in triage.RETRYABLE,
+        "approve-patch": fix is not None and fix.patch_waiting,
+        "reject-patch": fix is not None and fix.patch_waiting,
+        "rollback": rolling,
+        "not-a-problem": issue.stage != "resolved",
+    }
+    return {name: action for name, action in ACTIONS.items() if offered[name]}
+
+
 def incident_act(request, *, issue: Issue, action: str) -> bool:
     """Run `action` for the console user on `issue`; True if it was carried out."""
     spec = ACTIONS[action]

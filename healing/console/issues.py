@@ -150,8 +150,9 @@ class IssueAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         issue = self.get_object(request, object_id)
         if issue is not None:
-            extra_context = {**(extra_context or {}), **incident.incident_context(issue),
-                             "incident_actions": incident_actions.ACTIONS}  # fmt: skip
+            shown = incident.incident_context(issue)
+            offered = incident_actions.actions_offered(issue=issue, fix=shown["fix"])
+            extra_context = {**(extra_context or {}), **shown, "incident_actions": offered}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):

@@ -2,7 +2,9 @@
 const holder = document.getElementById("incident-player");
 const events = JSON.parse(document.getElementById("incident-recording").textContent);
 const { default: Player } = await import(holder.dataset.player);
+const width = Math.min(holder.clientWidth || 640, 1024);
 new Player({
   target: holder,
-  props: { events, width: Math.min(holder.clientWidth || 640, 1024), height: 480, autoPlay: false },
+  // The controller bar below the replay takes ~80 px of its own.
+  props: { events, width, height: Math.round(width * 0.6), autoPlay: false },
 });

@@ -136,6 +136,24 @@ def test_diagnosis_fix_verification_and_rollout_are_shown(admin_client, project)
     assert "Verification — 10/10 replays passed" in page
     assert page.count('<li class="pass">') == 10
     assert "Phase <strong>Canary</strong> · exposure 0 % · flag <code>fix-totals</code>" in page
+    # The buttons offered are the ones that can act: the rollout under way, not the patch any more
+    # (its change left review for the canary).
+    offered = admin_client.get(f"/admin/healing/issue/{issue.pk}/change/").context["incident_actions"]
+    assert set(offered) == {"retry-diagnosis", "rollback", "not-a-problem"}
+
+
+def test_only_the_actions_that_apply_are_offered(admin_client):
+    issue = IssueFactory(stage="fixing")
+    assert set(admin_client.get(f"/admin/healing/issue/{issue.pk}/change/").context["incident_actions"]) == {
+        "not-a-problem"
+    }
+    Issue.objects.filter(pk=issue.pk).update(stage="resolved")
+    page = page_of(admin_client, issue)
+    assert "/act/retry-diagnosis/" in page and "/act/not-a-problem/" not in page
+    in_review_change(issue, patch=PatchSpec(summary="Guard", diff=DIFF))
+    assert {"approve-patch", "reject-patch"} <= set(
+        admin_client.get(f"/admin/healing/issue/{issue.pk}/change/").context["incident_actions"]
+    )
 
 
 def test_the_recording_plays_in_rrweb_player_and_says_so_when_the_player_is_missing(admin_client, monkeypatch):
