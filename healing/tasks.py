@@ -4,7 +4,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from healing.ingest import outbox, retention
-from healing.loop import pipeline, sweep
+from healing.loop import pipeline, quick_fix, sweep
 from kaizen_site.llm import LLMError
 
 
@@ -41,3 +41,9 @@ def sweep_stage_deadlines() -> dict[str, int]:
 def resume_issue(issue_id: str, stage: str, attempt: int) -> str:
     # Sent by the sweep on the issue's severity queue; a stale attempt does nothing.
     return sweep.issue_resume(issue_id=issue_id, stage=stage, attempt=attempt)
+
+
+@shared_task(acks_late=True, expires=55)
+def start_scheduled_changes() -> list[str]:
+    # Beat, every minute: drafts the owner scheduled for later (Quick Fix) go to work when due.
+    return quick_fix.changes_scheduled_start()

@@ -259,6 +259,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": "ops"},
     },
+    # Starts the Changes the owner scheduled for later (Quick Fix) once their time has come.
+    "start-scheduled-changes": {
+        "task": "healing.tasks.start_scheduled_changes",
+        "schedule": 60.0,
+        "options": {"queue": "ops"},
+    },
 }
 CELERY_BEAT_SCHEDULE.update(notification_beat_schedule())  # noqa: F405
 

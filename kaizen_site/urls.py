@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from healing import session_views
+from healing.console import end_users, quick_fix
 from healing.ingest import sentry_views as sentry_api
 from healing.ingest import views as healing_api
 from healing.stream import sse
@@ -13,6 +14,9 @@ from research import api as research_api
 urlpatterns = [
     # The address `make run` prints opens the Manager's Console rather than a 404.
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    # Console pages that are not one model's: behind the admin's own login and permission check.
+    path("admin/healing/quick-fix/", admin.site.admin_view(quick_fix.quick_fix_view), name="console-quick-fix"),
+    path("admin/healing/end-users/", admin.site.admin_view(end_users.end_users_view), name="console-end-users"),
     # The dashboard's refresh, behind the console's own login (before the admin's catch-all URLs).
     path("admin/dashboard/", admin.site.admin_view(dashboard_views.dashboard_fragment), name="admin-dashboard"),
     # The console's web-app manifest and push service worker (scope /admin/), then the console.

@@ -10,6 +10,7 @@ log and the audit log in the same transaction.
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -193,9 +194,10 @@ def change_create(
     rollback_plan: str = "",
     flag_key: str = "",
     why: str = "",
+    scheduled_for: datetime | None = None,
 ) -> Change:
     """Open a ticket (a draft). Owner and rollback plan default to the component's. A fix for an
-    issue is a Change linked to it."""
+    issue is a Change linked to it; `scheduled_for` leaves the draft for the schedule sweep to start."""
     change = Change(
         title=title.strip(),
         severity=severity_parse(severity),
@@ -210,6 +212,7 @@ def change_create(
         abort_criteria=abort_criteria,
         rollback_plan=rollback_plan or (component.rollback_plan if component else ""),
         flag_key=_flag_key_clean(flag_key),
+        scheduled_for=scheduled_for,
         created_by=actor,
     )
     change.full_clean(exclude=["number"])
@@ -223,6 +226,7 @@ def change_create(
             detail={
                 "title": change.title, "severity": change.severity, "component": change.component_id,
                 "issue": str(change.issue_id) if change.issue_id else None, "why": why,
+                **({"scheduled_for": scheduled_for.isoformat()} if scheduled_for else {}),
             },
         )  # fmt: skip
     return change

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from healing.audit import audit_record
-from healing.changes.lifecycle import ChangeError, change_target
+from healing.changes.lifecycle import ChangeError, change_target, change_transition
 from healing.models import Change, ChangeStatus, PatchState
 from kaizen_site.webhooks import WebhookError, webhook_post
 
@@ -145,4 +145,22 @@ def change_approve_patch(*, change: Change, actor: str) -> Change:
     change.refresh_from_db()
     if patch_executor_configured():
         return change_submit_patch(change=change, actor=actor)
+    return change
+
+
+def change_reject_patch(*, change: Change, actor: str, why: str) -> Change:
+    """The owner sends the patch back: the change goes back to in_progress for rework (the same
+    ticket, with its history), and its patch no longer waits for approval."""
+    why = why.strip()
+    if not why:
+        raise ChangeError("Say why the patch is rejected: the reason goes back with it.")
+    _patch_check(change)
+    if change.patch_state in (PatchState.SENDING, PatchState.SUBMITTED):
+        raise ChangeError(f"{change.key}: its patch is {change.get_patch_state_display()}; it cannot be recalled.")
+    with transaction.atomic():
+        change = change_transition(change=change, to=S.IN_PROGRESS, actor=actor, why=f"Patch rejected: {why}")
+        Change.objects.filter(pk=change.pk).update(patch_state=PatchState.NONE, patch_approved_by="",
+                                                   patch_approved_at=None, updated_at=timezone.now())  # fmt: skip
+        audit_record(actor=actor, action="change.patch.reject", target=change_target(change), detail={"why": why})
+    change.refresh_from_db()
     return change

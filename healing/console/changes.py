@@ -156,6 +156,7 @@ class ChangeAdmin(admin.ModelAdmin):
     readonly_fields = (
         "display_id", "status", "patch_status", "patch_build_id", "patch_error", "patch_submitted_at",
         "patch_approved_by", "patch_approved_at", "scorecard_table", "created_by", "created_at", "updated_at",
+        "scheduled_for",
     )  # fmt: skip
 
     def get_fieldsets(self, request, obj=None):
@@ -172,7 +173,7 @@ class ChangeAdmin(admin.ModelAdmin):
             ("Intent", {"fields": intent}),
             ("Patch", {"fields": patch}),
             ("Scorecard", {"fields": ("scorecard_table",)}),
-            ("Record", {"fields": ("created_by", "created_at", "updated_at")}),
+            ("Record", {"fields": ("created_by", "created_at", "updated_at", "scheduled_for")}),
         )
 
     def get_readonly_fields(self, request, obj=None):

@@ -1,22 +1,26 @@
 """The console's issues and occurrences: what ingest stored, read-only except an issue's triage
 (severity and stage), which the owner sets and the audit log records."""
 
-import json
 import uuid
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q
 from django.forms.models import BaseInlineFormSet
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from healing.audit import NOT_A_PROBLEM, audit_record
+from healing.audit import audit_record
+from healing.console import incident, incident_actions
+from healing.loop import triage
 from healing.loop.stages import MOVES, issue_move
-from healing.models import Issue, IssueEvent, Occurrence, Stage
+from healing.models import Issue, Occurrence, Stage
 from kaizen_site.console import ReadOnlyMixin, form_changes, request_actor
 
 OCCURRENCES_SHOWN = 50  # on an issue's page; the full list is in the occurrence admin
@@ -69,15 +73,6 @@ class OccurrenceInline(ReadOnlyMixin, admin.TabularInline):
         return Truncator(obj.message).chars(120)
 
 
-class TimelineInline(ReadOnlyMixin, admin.TabularInline):
-    model = IssueEvent
-    verbose_name = "timeline event"
-    verbose_name_plural = "timeline"
-    fields = ("created_at", "stage", "message", "detail")
-    readonly_fields = fields
-    extra = 0
-
-
 class IssueForm(forms.ModelForm):
     """The stage offered is one the issue may move to from where it is now (healing.loop.stages)."""
 
@@ -100,14 +95,19 @@ class IssueAdmin(admin.ModelAdmin):
         "enqueue_state",
     )  # fmt: skip
     list_display_links = ("title",)
-    list_filter = ("type", "severity", "stage", "project", "enqueue_state")
+    list_filter = (
+        "type", "severity", "stage", "project", ("first_seen", admin.DateFieldListFilter),
+        ("last_seen", admin.DateFieldListFilter), "enqueue_state",
+    )  # fmt: skip
     list_select_related = ("project",)
     search_fields = ("title",)  # and, in get_search_results, a user's id or email, an issue or event id
     search_help_text = "Words of the title, an affected user's id or email, or an issue or event id."
     date_hierarchy = "last_seen"
     ordering = ("-last_seen",)
     show_full_result_count = False
-    inlines = [TimelineInline, OccurrenceInline]
+    inlines = [OccurrenceInline]  # the timeline, stack, fix and logs: change_form_template, healing.console.incident
+    change_form_template = "admin/healing/issue/change_form.html"
+    change_list_template = "admin/healing/issue/change_list.html"  # links to Quick Fix and End users
     form = IssueForm
     actions = ["mark_not_a_problem"]
     fieldsets = (
@@ -142,12 +142,41 @@ class IssueAdmin(admin.ModelAdmin):
     def mark_not_a_problem(self, request, queryset) -> None:
         actor = request_actor(request)
         for issue in queryset:
-            # From wherever it is that may be closed; an issue mid-fix first has to stop.
-            sources = [stage for stage, moves in MOVES.items() if Stage.RESOLVED in moves]
-            closed = issue_move(issue=issue, expected=sources, to=Stage.RESOLVED, message="",
-                                detail=f"Not a problem: {actor}", actor=actor)  # fmt: skip
-            audit_record(actor=actor, action=NOT_A_PROBLEM, target=f"issue:{issue.pk}", detail={"closed": bool(closed)})
+            triage.issue_not_a_problem(issue=issue, actor=actor)
         self.message_user(request, f"{queryset.count()} issue(s) marked as not a problem.")
+
+    # --- The incident page ----------------------------------------------------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        issue = self.get_object(request, object_id)
+        if issue is not None:
+            shown = incident.incident_context(issue)
+            offered = incident_actions.actions_offered(issue=issue, fix=shown["fix"])
+            extra_context = {**(extra_context or {}), **shown, "incident_actions": offered}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        act = path(
+            "<path:object_id>/act/<slug:action>/",
+            self.admin_site.admin_view(self.incident_act),
+            name="healing_issue_act",
+        )
+        return [act, *super().get_urls()]
+
+    def incident_act(self, request, object_id: str, action: str):
+        """One of the incident page's buttons: POST only, CSRF-checked by the admin, permission-
+        checked and audited by the action itself (healing.console.incident_actions)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if action not in incident_actions.ACTIONS:
+            raise Http404(f"No action {action}.")
+        issue = self.get_object(request, object_id)
+        if issue is None:
+            raise Http404("No such issue.")
+        if not self.has_change_permission(request, issue):
+            raise PermissionDenied
+        incident_actions.incident_act(request, issue=issue, action=action)
+        return HttpResponseRedirect(reverse("admin:healing_issue_change", args=[issue.pk]))
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # Its occurrences would go with it, and the next report would bring it back.
@@ -262,7 +291,4 @@ class OccurrenceAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="report as received")
     def report(self, obj: Occurrence) -> str:
-        payload = dict(obj.payload)
-        if payload.get("recording"):
-            payload["recording"] = f"<{len(payload['recording'])} characters of base64 recording>"
-        return format_html("<pre>{}</pre>", json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+        return format_html("<pre>{}</pre>", incident.payload_display(dict(obj.payload)))

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from flags.models import ACTIVE_PHASES, Rollout
 from flags.rollout.start import rollout_start
@@ -131,6 +132,9 @@ def issue_heal(*, issue: Issue) -> bool:
         issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.DETECTED, message="",
                    detail="LLM unavailable; retrying")  # fmt: skip
         raise
+    if diagnosis.get("record"):
+        # What the console shows as root cause and hypotheses: the timeline keeps only a line of it.
+        Issue.objects.filter(pk=issue.pk).update(diagnosis=diagnosis["record"])
     if diagnosis["outcome"] == "needs_input":
         issue_move(issue=issue, expected=Stage.DIAGNOSING, to=Stage.NEEDS_INPUT, detail=diagnosis["reason"],
                    message=diagnosis["question"] or None)  # fmt: skip
@@ -182,13 +186,17 @@ def diagnose(*, issue: Issue, occurrence: Occurrence | None) -> dict[str, Any]:
     match = pattern_match(issue=issue, occurrence=occurrence)
     if match is not None:
         metrics.PATTERN_LOOKUPS.labels(outcome="hit").inc()
+        root_cause = f"Known problem: {match.pattern.name} (confidence {match.confidence:.2f})"
         return {
             "outcome": "plan",
             "level": "pattern",
             "plan": match.plan,
             "pattern_id": match.pattern.pk,
-            "root_cause": f"Known problem: {match.pattern.name} (confidence {match.confidence:.2f})",
+            "root_cause": root_cause,
             "user_message": "",
+            "record": diagnosis_record(
+                level="pattern", root_cause=root_cause, confidence=match.confidence, pattern_id=match.pattern.pk
+            ),  # fmt: skip
         }
     metrics.PATTERN_LOOKUPS.labels(outcome="miss").inc()
     candidates = [
@@ -196,6 +204,7 @@ def diagnose(*, issue: Issue, occurrence: Occurrence | None) -> dict[str, Any]:
         for c in pattern_candidates(issue=issue, occurrence=occurrence, library=active_library())[:3]
     ]
     result = llm_diagnosis.issue_diagnose(issue=issue, candidates=candidates)
+    record = _llm_record(result)
     if result.ok and result.diagnosis.remediation_plan:
         found = result.diagnosis
         return {
@@ -205,10 +214,46 @@ def diagnose(*, issue: Issue, occurrence: Occurrence | None) -> dict[str, Any]:
             "pattern_id": None,
             "root_cause": found.root_cause,
             "user_message": found.user_message,
+            "record": record,
         }
     if result.ok:  # a diagnosis without a plan this loop can run (e.g. a code patch only)
-        return {"outcome": "escalate", "reason": f"No automatic fix: {result.diagnosis.root_cause}"}
-    return {"outcome": result.fallback or "escalate", "reason": result.reason, "question": result.question}
+        return {"outcome": "escalate", "reason": f"No automatic fix: {result.diagnosis.root_cause}", "record": record}
+    return {"outcome": result.fallback or "escalate", "reason": result.reason, "question": result.question,
+            "record": record}  # fmt: skip
+
+
+def diagnosis_record(
+    *,
+    level: str,
+    root_cause: str,
+    confidence: float | None = None,
+    hypotheses: list[dict[str, Any]] | None = None,
+    code_patch: dict[str, Any] | None = None,
+    pattern_id: int | None = None,
+    fallback: str = "",
+    reason: str = "",
+    calls: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """The diagnosis as Issue.diagnosis keeps it for the console (plain JSON)."""
+    return {
+        "level": level, "root_cause": root_cause, "confidence": confidence, "hypotheses": hypotheses or [],
+        "code_patch": code_patch, "pattern_id": pattern_id, "fallback": fallback, "reason": reason,
+        "llm_calls": list(calls), "at": timezone.now().isoformat(),
+    }  # fmt: skip
+
+
+def _llm_record(result: llm_diagnosis.DiagnosisResult) -> dict[str, Any] | None:
+    if result.ok:
+        found = result.diagnosis
+        return diagnosis_record(
+            level="llm", root_cause=found.root_cause, confidence=found.confidence,
+            hypotheses=[h.model_dump() for h in found.hypotheses],
+            code_patch=found.code_patch.model_dump(mode="json") if found.code_patch else None, calls=result.calls,
+        )  # fmt: skip
+    if result.fallback == llm_diagnosis.OFF:
+        return None  # nothing was diagnosed; the escalation says why
+    return diagnosis_record(level="llm", root_cause="", fallback=result.fallback, reason=result.reason,
+                            calls=result.calls)  # fmt: skip
 
 
 def _flag_of(plan: list[Mapping[str, Any]]) -> str:

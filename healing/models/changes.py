@@ -88,13 +88,23 @@ class Change(models.Model):
     patch_submitted_at = models.DateTimeField(null=True, blank=True)
     patch_approved_by = models.CharField(max_length=200, blank=True)
     patch_approved_at = models.DateTimeField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="A draft planned for later: the schedule sweep starts it at this time."
+    )
     created_by = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-number"]
-        indexes = [models.Index(fields=["status", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["status", "-updated_at"]),
+            models.Index(
+                fields=["scheduled_for"],
+                condition=models.Q(scheduled_for__isnull=False, status="draft"),
+                name="change_scheduled_draft",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key} {self.title}"

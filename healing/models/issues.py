@@ -130,6 +130,9 @@ class Issue(models.Model):
     stage_attempts = models.PositiveSmallIntegerField(
         db_default=0, help_text="Times the sweep resumed the current stage after its deadline passed."
     )
+    # The latest diagnosis (healing.loop.pipeline): level, root cause, confidence, hypotheses and a
+    # code patch if the model proposed one. Nullable: ingest's raw insert does not name it.
+    diagnosis = models.JSONField(null=True, blank=True, help_text="The latest diagnosis, as the console shows it.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "fingerprint"], name="issue_unique_fingerprint")]

@@ -241,6 +241,9 @@ def test_a_first_seen_problem_is_diagnosed_by_the_llm_and_the_next_one_by_the_le
     finish_rollout()
     first.refresh_from_db()
     assert first.stage == Stage.RESOLVED  # ...and learned
+    # The diagnosis is kept on the issue for the console: root cause, confidence and hypotheses.
+    assert first.diagnosis["level"] == "llm" and first.diagnosis["confidence"] == 0.82
+    assert [h["verdict"] for h in first.diagnosis["hypotheses"]] == ["supported", "refuted"]
 
     second = report({**GENERATE, "fingerprint": ["second"], "user": {"id": "carol"},
                      "request": {**GENERATE["request"], "headers": {"X-Demo-User": "carol"}}})  # fmt: skip

@@ -1,0 +1,104 @@
+"""The incident page in a real browser, on a phone and at desktop size: the stack trace's frames,
+the timeline, the session recording played by rrweb-player, and a button that closes the incident."""
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from healing.changes.lifecycle import change_create
+from healing.models import AuditEntry, Issue
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PHONE = {"width": 390, "height": 844}
+# A tiny rrweb recording: a meta event and a full snapshot of a page with one heading.
+EVENTS = [
+    {"type": 4, "timestamp": 1_000, "data": {"href": "https://shop.example.com/checkout", "width": 390, "height": 600}},
+    {"type": 2, "timestamp": 1_010, "data": {"initialOffset": {"left": 0, "top": 0}, "node": {
+        "type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "html", "attributes": {}, "childNodes": [
+            {"type": 2, "id": 3, "tagName": "body", "attributes": {}, "childNodes": [
+                {"type": 2, "id": 4, "tagName": "h1", "attributes": {}, "childNodes": [
+                    {"type": 3, "id": 5, "textContent": "Checkout"}]}]}]}]}}},
+    {"type": 3, "timestamp": 2_000, "data": {"source": 2, "type": 2, "id": 4, "x": 10, "y": 10}},
+]  # fmt: skip
+
+
+@pytest.fixture
+def incident():
+    issue = IssueFactory(title="Checkout crashes with an empty cart", severity="P1", stage="escalated")
+    recording = base64.b64encode(gzip.compress(json.dumps(EVENTS).encode())).decode()
+    OccurrenceFactory(issue=issue, user_email="alice@example.com", payload={
+        "message": "ZeroDivisionError: division by zero", "recording": recording, "description": "I pressed Pay.",
+        "exception": {"type": "ZeroDivisionError", "value": "division by zero", "stacktrace": [
+            {"function": "dispatch", "filename": "django/core/handlers/base.py", "lineno": 197, "in_app": False},
+            {"function": "checkout", "filename": "shop/views.py", "lineno": 42, "in_app": True},
+        ]},
+    })  # fmt: skip
+    change = change_create(title="Guard the empty cart", severity="P1", actor="kaizen", issue=issue)
+    IssueEventFactory(issue=issue, stage="detected", message="We noticed a problem and are looking into it.")
+    IssueEventFactory(issue=issue, stage="escalated", message="This one needs a person.", detail=f"{change.key} held")
+    return issue
+
+
+@pytest.fixture
+def page(live_server, admin_client, incident):
+    """A Chromium page of its own, started after the database work of the set-up and closed
+    before the database is flushed: Playwright's event loop on this thread would make Django's
+    async-safety check refuse both."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        cookie = admin_client.cookies[settings.SESSION_COOKIE_NAME]  # the console session of the test's admin
+        page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's own ORM reads, beside the loop
+            yield page
+        browser.close()
+
+
+def test_an_incident_reads_well_on_a_phone_and_plays_its_recording(page, live_server, incident, artifacts):
+    url = f"{live_server.url}/admin/healing/issue/{incident.pk}/change/"
+
+    for name, viewport in (("desktop", {"width": 1280, "height": 900}), ("phone", PHONE)):
+        page.set_viewport_size(viewport)
+        page.goto(url)
+        page.wait_for_selector("#incident-player .rr-player", timeout=15_000)  # the player mounted
+        page.screenshot(path=artifacts / f"incident-{name}.png", full_page=True)
+        page.locator(".incident").screenshot(path=artifacts / f"incident-{name}-panel.png")
+        page.locator("section[aria-label='Session recording']").screenshot(path=artifacts / f"recording-{name}.png")
+        # The player sits inside its section (rrweb-player floats itself).
+        player, section = (
+            page.locator(sel).bounding_box()
+            for sel in ("#incident-player .rr-player", "section[aria-label='Session recording']")
+        )
+        assert player["y"] + player["height"] <= section["y"] + section["height"] + 1
+        assert player["width"] <= viewport["width"]
+
+    assert page.locator(".incident-frames li.in-app").count() == 1
+    assert page.locator(".incident-timeline li").count() == 2
+    ticket = page.locator(".incident-ticket")
+    assert ticket.inner_text().startswith("KAIZ-")
+    frame = page.frame_locator("#incident-player iframe")
+    assert frame.locator("h1").inner_text(timeout=10_000) == "Checkout"  # the recorded page, replayed
+    # Every section fits the phone's width: nothing on the incident page scrolls sideways.
+    overflow = page.evaluate(
+        "() => [...document.querySelectorAll('.incident .module')].filter(m => m.scrollWidth > m.clientWidth + 1)"
+        ".map(m => m.getAttribute('aria-label'))"
+    )
+    assert overflow == []
+
+    page.locator(".incident-action", has_text="Not a problem").get_by_role("button").click()
+    page.wait_for_selector(".messagelist .success")
+    page.screenshot(path=artifacts / "incident-closed-phone.png", full_page=True)
+    assert Issue.objects.get(pk=incident.pk).stage == "resolved"
+    assert AuditEntry.objects.filter(action="issue.not_a_problem", actor="admin").exists()
