@@ -8,7 +8,7 @@ That is an upper bound of enqueue → start: it also holds the HTTP request and 
 consumer's drain of the Redis stream into the database, which happen before the enqueue.
 
 How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
-broker): gunicorn, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
+broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
 and `routine` (P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
 each) is queued on P3 so the routine worker stays busy, then P0 reports are sent over ~5 s.
 Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
@@ -40,6 +40,7 @@ from bench.harness import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    procfile_argv,
     wait_http,
 )  # fmt: skip
 
@@ -88,9 +89,7 @@ def redis():
 
 def web_start(procs: Processes) -> str:
     port = free_port()
-    procs.start(name="web", env={**os.environ, "PORT": str(port)}, argv=[
-        str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
-    ])  # fmt: skip
+    procs.start(name="web", env={**os.environ, "PORT": str(port)}, argv=procfile_argv(name="web"))
     base_url = f"http://127.0.0.1:{port}"
     wait_http(url=f"{base_url}/healthz", procs=procs, name="web")
     return base_url
