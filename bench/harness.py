@@ -254,3 +254,67 @@ def percentile(*, values: list[float], pct: float) -> float:
 def load_average() -> str:
     """The machine's 1, 5 and 15-minute load averages, as "load average 0.52 0.61 0.70"."""
     return "load average " + " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+# --- Open-loop load -------------------------------------------------------------------------
+
+
+def open_loop_get(*, url: str, paths: list[str], rate: float, seconds: float, max_connections: int = 256) -> dict:
+    """GET `paths` (in turn) at a fixed `rate` per second for `seconds`, whatever the answers'
+    pace: the open loop a steady population of clients makes. Each request's latency runs from
+    the moment it was due, not from when a connection was free to send it, so a stall counts for
+    every request it delayed (no coordinated omission). Keep-alive HTTP/1.1 connections are
+    reused and opened as needed, up to `max_connections`.
+    Returns sent, completed, errors, statuses, the achieved rate and p50/p90/p99/max in ms."""
+    import asyncio
+    from collections import Counter
+    from urllib.parse import urlsplit
+
+    target = urlsplit(url)
+    host, port = target.hostname, target.port or 80
+
+    async def run() -> dict:
+        loop = asyncio.get_running_loop()
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        slots = asyncio.Semaphore(max_connections)
+        latencies: list[float] = []
+        statuses: Counter = Counter()
+        errors = [0]
+
+        async def one(path: str, due: float) -> None:
+            async with slots:
+                reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+                try:
+                    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    await reader.readexactly(int(length.group(1)) if length else 0)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    errors[0] += 1
+                    writer.close()
+                    return
+                latencies.append((loop.time() - due) * 1000)
+                statuses[int(head[9:12])] += 1
+                idle.append((reader, writer))
+
+        count = int(rate * seconds)
+        start = loop.time() + 0.1
+        tasks = []
+        for n in range(count):
+            due = start + n / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(paths[n % len(paths)], due)))
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - start
+        for _, writer in idle:
+            writer.close()
+        figures = {"sent": count, "completed": len(latencies), "errors": errors[0], "statuses": dict(statuses)}
+        figures["rate"] = len(latencies) / elapsed
+        for pct in (50, 90, 99):
+            figures[f"p{pct}"] = percentile(values=latencies, pct=pct) if latencies else float("nan")
+        figures["max"] = max(latencies, default=float("nan"))
+        return figures
+
+    return asyncio.run(run())

@@ -48,6 +48,7 @@ STREAM = "bench:ingest"
 KAIZEN_DB, BASELINE_DB = "kaizen_bench_ingest", "kaizen_bench_baseline"
 PORT = 8311
 URL = f"http://127.0.0.1:{PORT}"
+WEB_THREADS = 2  # Python threads per web process, as the Procfile's default
 
 
 def env_for(**extra: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ def database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -49,7 +49,7 @@ def _free_port() -> int:
 def served(transactional_db, tmp_path):
     """The base URL of the Procfile's web process (one worker) on the test database and this run's
     Redis, in the test settings' ingest mode: what it accepts, the test can drain() and read."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
