@@ -152,7 +152,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, {load_average()} at start")
     for server in args.servers.split(","):
         alone, trickled = bench_server(
-            server=server, seconds=args.seconds, connections=args.connections, slow=args.slow, threads=args.threads,
+            server=server,
+            seconds=args.seconds,
+            connections=args.connections,
+            slow=args.slow,
+            threads=args.threads,
             logs=logs,
         )
         print(f"\n{server} (2 processes x {args.threads} threads), wrk -c{args.connections} {args.seconds} s, "
