@@ -24,7 +24,7 @@ node_modules/.installed: package.json package-lock.json
 # Migrations, the demo project (its key and addresses are printed), then web + ingest consumer +
 # both worker groups + beat under honcho. Ctrl-C stops them all.
 # Everything is served at KAIZEN_PUBLIC_URL (default http://127.0.0.1:8000): honcho is started at
-# that URL's port, which it hands to the Procfile's first process, gunicorn, as PORT (left alone,
+# that URL's port, which it hands to the Procfile's first process, granian, as PORT (left alone,
 # honcho would hand it 5000 and nothing would answer at the address printed).
 run: export DEBUG ?= 1
 run: export KAIZEN_DEMO ?= 1

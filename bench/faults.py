@@ -1,6 +1,7 @@
 """Ingest under faults: nothing accepted is lost, nothing is stored twice, no 5xx.
 
-What runs: gunicorn and the ingest consumer as `make run` starts them, on PostgreSQL and on a
+What runs: the web server (the Procfile's `web:` line) and the ingest consumer as `make run`
+starts them, on PostgreSQL and on a
 redis-server this bench starts on a free port of its own (with AOF, as the README asks of a
 production Redis). The Celery workers are not started: the faults are ingestion's.
 Load: N native reports (default 5,000) from a pool of client threads, each with its own event id.
@@ -36,7 +37,7 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
-from bench.harness import BIN, ROOT, Processes, free_port, recreate_database, wait_http  # noqa: E402
+from bench.harness import BIN, ROOT, Processes, free_port, procfile_argv, recreate_database, wait_http  # noqa: E402
 
 PYTHON = sys.executable
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -233,9 +234,7 @@ def main() -> None:
     procs = Processes(logs=logs)
     tally, log, injected = Tally(), [], []
     try:
-        procs.start(name="web", env=env, argv=[
-            str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
-        ])  # fmt: skip
+        procs.start(name="web", env=env, argv=procfile_argv(name="web"))
         procs.start(name="consumer", env=env, argv=[PYTHON, "manage.py", "ingest_consumer", "--name", CONSUMER])
         wait_http(url=f"{url}/healthz", procs=procs, name="web")
         done = threading.Event()

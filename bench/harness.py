@@ -122,6 +122,93 @@ def wait_http(*, url: str, procs: Processes, name: str, timeout: float = 60.0) -
     raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s; see {procs.log_path(name=name)}")
 
 
+# --- Web servers ----------------------------------------------------------------------------
+
+SERVERS = ("granian", "gunicorn")
+
+
+def procfile_command(*, name: str) -> str:
+    """The command line of the Procfile's process `name` (what `make run` and production start)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        key, _, command = line.partition(":")
+        if key.strip() == name and not key.startswith("#"):
+            return command.strip()
+    raise SystemExit(f"no {name}: line in the Procfile")
+
+
+def procfile_argv(*, name: str) -> list[str]:
+    """The Procfile's process `name` as honcho runs it: through a shell (its variables, such as
+    PORT, come from the environment), with this virtualenv's programs first on the PATH."""
+    return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; exec {procfile_command(name=name)}']
+
+
+def web_argv(*, server: str, app: str, port: int, workers: int = 2, threads: int = 2) -> list[str]:
+    """A WSGI server for `app` ("module:callable") on loopback `port`: granian, as the Procfile's
+    `web:` line starts it, or gunicorn with gthread workers (what served the API before), both at
+    `workers` processes x `threads` request threads, so the two are compared like for like."""
+    if server == "granian":
+        return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--blocking-threads", str(threads), "--no-ws", app]  # fmt: skip
+    if server == "gunicorn":
+        return [str(BIN / "gunicorn"), app, "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+                "--keep-alive", "5"]  # fmt: skip
+    raise SystemExit(f"unknown server {server!r} (one of {', '.join(SERVERS)})")
+
+
+# --- CPU per process, from /proc -------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(process group, CPU ticks in user + system mode) of `pid`, or None once it has gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command name may hold spaces and brackets
+    return int(fields[2]), int(fields[11]) + int(fields[12])
+
+
+def _postgres_backend(pid: int, database: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return cmdline.startswith(b"postgres: ") and f" {database} ".encode() in cmdline
+
+
+def cpu_sample(*, groups: dict[str, int], database: str | None = None) -> dict[int, tuple[str, int]]:
+    """pid -> (name, CPU ticks so far) for every process of the groups in `groups` (name -> group
+    leader's pid, as Processes starts them) and, as "postgres", the server's backends for `database`."""
+    by_leader = {leader: name for name, leader in groups.items()}
+    sample = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        stat = _proc_stat(pid)
+        if stat is None:
+            continue
+        group, ticks = stat
+        if group in by_leader:
+            sample[pid] = (by_leader[group], ticks)
+        elif database and _postgres_backend(pid, database):
+            sample[pid] = ("postgres", ticks)
+    return sample
+
+
+def cpu_ms_per(*, before: dict, after: dict, count: int) -> dict[str, float]:
+    """CPU milliseconds per unit of work (e.g. per stored report) of each process between two
+    cpu_sample()s. A process that ended in between takes its ticks with it: the figures are floors."""
+    used: dict[str, int] = {}
+    for pid, (name, ticks) in after.items():
+        start = before.get(pid)
+        used[name] = used.get(name, 0) + ticks - (start[1] if start and start[0] == name else 0)
+    return {name: ticks * 1000 / CLOCK_TICKS / max(count, 1) for name, ticks in sorted(used.items())}
+
+
 # --- Load and figures -----------------------------------------------------------------------
 
 
@@ -167,3 +254,67 @@ def percentile(*, values: list[float], pct: float) -> float:
 def load_average() -> str:
     """The machine's 1, 5 and 15-minute load averages, as "load average 0.52 0.61 0.70"."""
     return "load average " + " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+# --- Open-loop load -------------------------------------------------------------------------
+
+
+def open_loop_get(*, url: str, paths: list[str], rate: float, seconds: float, max_connections: int = 256) -> dict:
+    """GET `paths` (in turn) at a fixed `rate` per second for `seconds`, whatever the answers'
+    pace: the open loop a steady population of clients makes. Each request's latency runs from
+    the moment it was due, not from when a connection was free to send it, so a stall counts for
+    every request it delayed (no coordinated omission). Keep-alive HTTP/1.1 connections are
+    reused and opened as needed, up to `max_connections`.
+    Returns sent, completed, errors, statuses, the achieved rate and p50/p90/p99/max in ms."""
+    import asyncio
+    from collections import Counter
+    from urllib.parse import urlsplit
+
+    target = urlsplit(url)
+    host, port = target.hostname, target.port or 80
+
+    async def run() -> dict:
+        loop = asyncio.get_running_loop()
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        slots = asyncio.Semaphore(max_connections)
+        latencies: list[float] = []
+        statuses: Counter = Counter()
+        errors = [0]
+
+        async def one(path: str, due: float) -> None:
+            async with slots:
+                reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+                try:
+                    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    await reader.readexactly(int(length.group(1)) if length else 0)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    errors[0] += 1
+                    writer.close()
+                    return
+                latencies.append((loop.time() - due) * 1000)
+                statuses[int(head[9:12])] += 1
+                idle.append((reader, writer))
+
+        count = int(rate * seconds)
+        start = loop.time() + 0.1
+        tasks = []
+        for n in range(count):
+            due = start + n / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(paths[n % len(paths)], due)))
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - start
+        for _, writer in idle:
+            writer.close()
+        figures = {"sent": count, "completed": len(latencies), "errors": errors[0], "statuses": dict(statuses)}
+        figures["rate"] = len(latencies) / elapsed
+        for pct in (50, 90, 99):
+            figures[f"p{pct}"] = percentile(values=latencies, pct=pct) if latencies else float("nan")
+        figures["max"] = max(latencies, default=float("nan"))
+        return figures
+
+    return asyncio.run(run())

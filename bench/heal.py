@@ -1,6 +1,6 @@
 """Healing MTTR: issues of the demo's three scenarios through the real pipeline.
 
-What runs: gunicorn (the API and the demo product, which is also the sandbox), the ingest
+What runs: the Procfile's web server (the API and the demo product, which is also the sandbox), the ingest
 consumer and both worker groups on Redis, as `make run` starts them, with the rollout phases
 shortened. Each of N users hits one of the three demo bugs for real (a dropped Generate, credits
 paid for but missing, a session expired right after login) and the report is posted as the demo
@@ -38,6 +38,7 @@ from bench.harness import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    procfile_argv,
     recreate_database,
     wait_http,
 )
@@ -95,7 +96,7 @@ def start(procs: Processes) -> None:
     procs.start(
         name="web",
         env=env,
-        argv=[str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py"],
+        argv=procfile_argv(name="web"),
     )
     procs.start(name="consumer", env=env, argv=[sys.executable, "manage.py", "ingest_consumer"])
     for name, queues in (("urgent", "P0,P1,notify,ops"), ("routine", "P2,P3,research")):

@@ -11,7 +11,7 @@ keeps pace when it stays flat), and once the stream is drained the database coun
 equal the accepted reports. Then the same load against the baseline, a plain DRF
 ModelViewSet.create of the same payload into one table (bench/baseline), served the same way.
 
-Run: .venv/bin/python bench/ingest.py [--seconds 30] [--connections 50]
+Run: .venv/bin/python bench/ingest.py [--seconds 30] [--connections 32] [--servers granian,gunicorn] [--direct]
 Target on a 2-core machine: >= 2,000 reports/s sustained end to end, p99 <= 50 ms, zero lost.
 """
 
@@ -27,7 +27,19 @@ import psycopg
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
-from bench.harness import BIN, ROOT, Processes, recreate_database, require_wrk, run_wrk, wait_http  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ROOT,
+    SERVERS,
+    Processes,
+    cpu_ms_per,
+    cpu_sample,
+    load_average,
+    recreate_database,
+    require_wrk,
+    run_wrk,
+    wait_http,
+    web_argv,
+)  # fmt: skip
 
 PYTHON = sys.executable
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -36,11 +48,12 @@ STREAM = "bench:ingest"
 KAIZEN_DB, BASELINE_DB = "kaizen_bench_ingest", "kaizen_bench_baseline"
 PORT = 8311
 URL = f"http://127.0.0.1:{PORT}"
+WEB_THREADS = 2  # Python threads per web process, as the Procfile's default
 
 
 def env_for(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(DEBUG="0", SECRET_KEY="bench", PORT=str(PORT), PATH=f"{BIN}:{env.get('PATH', '')}", **extra)
+    env.update(DEBUG="0", SECRET_KEY="bench", PORT=str(PORT), **extra)
     return env
 
 
@@ -64,7 +77,7 @@ def sample_backlog(client: redis.Redis, stop_event: threading.Event, samples: li
         samples.append(client.xlen(STREAM))
 
 
-def bench_kaizen(*, mode: str, seconds: int, connections: int, logs: Path) -> dict:
+def bench_kaizen(*, server: str, mode: str, seconds: int, connections: int, logs: Path) -> dict:
     """`stream`: reports go through the Redis stream and the consumer; `direct`: each request
     writes its report in its own transaction (what the stream design is measured against)."""
     recreate_database(url=f"{PG}/{KAIZEN_DB}")
@@ -80,15 +93,15 @@ def bench_kaizen(*, mode: str, seconds: int, connections: int, logs: Path) -> di
         key = conn.execute("SELECT public_key FROM healing_projectkey WHERE is_active").fetchone()[0]
     procs = Processes(logs=logs)
     try:
-        procs.start(name="web", env=env, argv=[
-            str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
-        ])  # fmt: skip
+        procs.start(name="web", env=env, argv=web_argv(server=server, app="kaizen_site.wsgi:application", port=PORT))
         if mode == "stream":
             procs.start(name="consumer", argv=[PYTHON, "manage.py", "ingest_consumer"], env=env)
         wait_http(url=f"{URL}/healthz", procs=procs, name="web")
         load(key=key, seconds=3, connections=connections)  # warm-up: connections, caches
         wait_drained(client)
         before = stored_count(KAIZEN_DB)
+        groups = {name: proc.pid for name, proc in procs.running.items()}
+        cpu_before = cpu_sample(groups=groups, database=KAIZEN_DB)
         stop_event, backlog = threading.Event(), []
         sampler = threading.Thread(target=sample_backlog, args=(client, stop_event, backlog))
         sampler.start()
@@ -98,10 +111,12 @@ def bench_kaizen(*, mode: str, seconds: int, connections: int, logs: Path) -> di
         drained_at = time.monotonic()
         wait_drained(client)
         result["drain_after_s"] = time.monotonic() - drained_at
+        cpu_after = cpu_sample(groups=groups, database=KAIZEN_DB)
         result["backlog"] = backlog
     finally:
         procs.stop_all()
     result["stored"] = stored_count(KAIZEN_DB) - before
+    result["cpu_ms"] = cpu_ms_per(before=cpu_before, after=cpu_after, count=result["stored"])
     with psycopg.connect(f"{PG}/{KAIZEN_DB}") as conn:
         result["issues"] = conn.execute("SELECT count(*) FROM healing_issue").fetchone()[0]
         counted = conn.execute("SELECT coalesce(sum(occurrence_count), 0), count(*) FROM healing_issue").fetchone()
@@ -121,7 +136,7 @@ def stored_count(database: str) -> int:
         return conn.execute("SELECT count(*) FROM healing_occurrence").fetchone()[0]
 
 
-def bench_baseline(*, seconds: int, connections: int, logs: Path) -> dict:
+def bench_baseline(*, server: str, seconds: int, connections: int, logs: Path) -> dict:
     recreate_database(url=f"{PG}/{BASELINE_DB}")
     env = env_for(DJANGO_SETTINGS_MODULE="bench.baseline.settings", BASELINE_DB=BASELINE_DB)
     subprocess.run(
@@ -133,57 +148,82 @@ def bench_baseline(*, seconds: int, connections: int, logs: Path) -> dict:
     )
     procs = Processes(logs=logs)
     try:
-        procs.start(name="baseline", env=env, argv=[
-            str(BIN / "gunicorn"), "bench.baseline.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
-        ])  # fmt: skip
-        wait_http(url=f"{URL}/api/v1/issues", procs=procs, name="baseline")
+        procs.start(name="web", env=env, argv=web_argv(server=server, app="bench.baseline.wsgi:application", port=PORT))
+        wait_http(url=f"{URL}/api/v1/issues", procs=procs, name="web")
         load(key="", seconds=3, connections=connections)
+        before = baseline_count()
+        groups = {name: proc.pid for name, proc in procs.running.items()}
+        cpu_before = cpu_sample(groups=groups, database=BASELINE_DB)
         result = load(key="", seconds=seconds, connections=connections)
+        cpu_after = cpu_sample(groups=groups, database=BASELINE_DB)
     finally:
         procs.stop_all()
-    with psycopg.connect(f"{PG}/{BASELINE_DB}") as conn:
-        result["stored"] = conn.execute("SELECT count(*) FROM baseline_report").fetchone()[0]
+    result["stored"] = baseline_count() - before
+    result["cpu_ms"] = cpu_ms_per(before=cpu_before, after=cpu_after, count=result["stored"])
     return result
+
+
+def baseline_count() -> int:
+    with psycopg.connect(f"{PG}/{BASELINE_DB}") as conn:
+        return conn.execute("SELECT count(*) FROM baseline_report").fetchone()[0]
+
+
+TARGET_RATIO, TARGET_P99_MS = 2.0, 50.0
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--servers", default=",".join(SERVERS), help="WSGI servers to compare, the first ships")
+    parser.add_argument("--direct", action="store_true", help="also measure the direct-to-database mode")
     parser.add_argument("--skip-baseline", action="store_true", help="only the stream design")
     args = parser.parse_args()
     require_wrk()
+    servers = args.servers.split(",")
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} CPUs, {load_average()} at start")
 
     run = {"seconds": args.seconds, "connections": args.connections, "logs": logs}
-    kaizen = bench_kaizen(mode="stream", **run)
-    direct = None if args.skip_baseline else bench_kaizen(mode="direct", **run)
-    baseline = None if args.skip_baseline else bench_baseline(**run)
+    rows = []
+    for server in servers:
+        rows.append((f"Kaizen stream, {server}", bench_kaizen(server=server, mode="stream", **run)))
+    if args.direct:
+        rows.append((f"Kaizen direct, {servers[0]}", bench_kaizen(server=servers[0], mode="direct", **run)))
+    baselines = {}
+    if not args.skip_baseline:
+        for server in servers:
+            baselines[server] = bench_baseline(server=server, **run)
+            rows.append((f"DRF create, {server}", baselines[server]))
 
-    print(f"\ningest, {args.connections} connections x {args.seconds} s, wrk on loopback, {os.cpu_count()} cores")
-    print(f"{'':28}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}")
-    rows = [("Kaizen (stream + consumer)", kaizen)]
-    if baseline:
-        rows += [("Kaizen (direct to database)", direct), ("baseline DRF create", baseline)]
+    print(f"\ningest, {args.connections} connections x {args.seconds} s, wrk on loopback, each server at "
+          f"2 processes x 2 threads, {os.cpu_count()} cores, {load_average()} at end")  # fmt: skip
+    print(f"{'':26}{'accepted/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sock err':>9}   CPU ms per report")
     for name, r in rows:
-        print(
-            f"{name:28}{r['per_second']:>12,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['non_2xx']:>9.0f}{r['socket_errors']:>9.0f}"
-        )
-    backlog = kaizen["backlog"]
-    print(f"stream backlog each second (max {max(backlog, default=0)}): {backlog}")
-    print(f"drained {kaizen['drain_after_s']:.1f} s after the load stopped")
-    # wrk counts the answers it read; requests in flight when it stopped may still be stored.
-    lost = max(0, kaizen["accepted"] - kaizen["stored"])
-    print(
-        f"database: {kaizen['stored']:,} occurrences stored for {kaizen['accepted']:,.0f} accepted "
-        f"({kaizen['stored'] - kaizen['accepted']:+,.0f} in flight at the stop), {kaizen['issues']:,} issues, "
-        f"issue counters {'match' if kaizen['counters_match'] else 'DO NOT match'} the stored occurrences"
-    )
-    print(
-        f"target: >= 2,000/s, p99 <= 50 ms, zero lost -> {kaizen['per_second']:,.0f}/s, p99 {kaizen['p99']:.1f} ms, "
-        f"{lost:,.0f} lost"
-    )
+        cpu = "  ".join(f"{proc} {ms:.2f}" for proc, ms in r["cpu_ms"].items())
+        print(f"{name:26}{r['per_second']:>11,.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['non_2xx']:>8.0f}"
+              f"{r['socket_errors']:>9.0f}   {cpu}")  # fmt: skip
+    for name, r in rows:
+        if "backlog" not in r:
+            continue
+        backlog = r["backlog"]
+        # wrk counts the answers it read; requests in flight when it stopped may still be stored.
+        lost = max(0, r["accepted"] - r["stored"])
+        print(f"\n{name}: stream backlog each second (max {max(backlog, default=0)}): {backlog}")
+        print(f"  drained {r['drain_after_s']:.1f} s after the load stopped; {r['stored']:,} occurrences stored for "
+              f"{r['accepted']:,.0f} accepted ({r['stored'] - r['accepted']:+,.0f} in flight at the stop), "
+              f"{r['issues']:,} issues, counters {'match' if r['counters_match'] else 'DO NOT match'}")  # fmt: skip
+        targets = f"  target p99 <= {TARGET_P99_MS:.0f} ms: {r['p99']:.1f} ms {verdict(r['p99'] <= TARGET_P99_MS)}; "
+        targets += f"0 lost: {lost:,.0f} {verdict(lost == 0)}"
+        for server, base in baselines.items():
+            ratio = r["per_second"] / base["per_second"]
+            targets += f"; >= {TARGET_RATIO:.1f}x DRF create on {server}: {ratio:.2f}x {verdict(ratio >= TARGET_RATIO)}"
+        print(targets)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ That is an upper bound of enqueue → start: it also holds the HTTP request and 
 consumer's drain of the Redis stream into the database, which happen before the enqueue.
 
 How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
-broker): gunicorn, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
+broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
 and `routine` (P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
 each) is queued on P3 so the routine worker stays busy, then P0 reports are sent over ~5 s.
 Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
 the queue the P0 issues also go to. `--work sleep` makes the busywork sleep instead of burning CPU,
 which tells waiting in the queue apart from waiting for a CPU.
 
-Target: P0 p99 ≤ 250 ms with isolated queues, while the single-queue baseline waits behind the backlog.
+While the P0 reports are sent, the ingest load of bench/ingest.py (wrk, 32 connections,
+bench/ingest.lua) runs against the same server (`--ingest-connections 0` leaves it out).
+
+Target: P0 p99 ≤ 100 ms with isolated queues under the backlog and the ingest load, while the
+single-queue baseline waits behind the backlog.
 """
 
 import argparse
@@ -26,6 +30,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +45,8 @@ from bench.harness import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    procfile_argv,
+    run_wrk,
     wait_http,
 )  # fmt: skip
 
@@ -57,7 +64,8 @@ BENCH_ENV = {
 }
 os.environ.update(BENCH_ENV)
 
-TARGET_P99_MS = 250.0
+TARGET_P99_MS = 100.0
+INGEST_MARGIN_SECONDS = 2.0
 SEND_OVER_SECONDS = 5.0
 WARM_UP_REPORTS = 4
 
@@ -88,9 +96,7 @@ def redis():
 
 def web_start(procs: Processes) -> str:
     port = free_port()
-    procs.start(name="web", env={**os.environ, "PORT": str(port)}, argv=[
-        str(BIN / "gunicorn"), "kaizen_site.wsgi", "--config", "kaizen_site/gunicorn.conf.py",
-    ])  # fmt: skip
+    procs.start(name="web", env={**os.environ, "PORT": str(port)}, argv=procfile_argv(name="web"))
     base_url = f"http://127.0.0.1:{port}"
     wait_http(url=f"{base_url}/healthz", procs=procs, name="web")
     return base_url
@@ -228,6 +234,45 @@ def published_at(issue_ids: list[str]) -> dict[str, float]:
     return {str(pk): at.timestamp() for pk, at in rows}
 
 
+class IngestLoad:
+    """bench/ingest.py's load (wrk, bench/ingest.lua: half the reports new issues) against the
+    same server while the P0 reports are sent; it starts INGEST_MARGIN_SECONDS before them."""
+
+    def __init__(self, *, base_url: str, key: str, connections: int):
+        self.base_url, self.key, self.connections = base_url, key, connections
+        self.figures: dict | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, *, seconds: float) -> None:
+        if not self.connections:
+            return
+
+        def run() -> None:
+            self.figures = run_wrk(
+                url=self.base_url, script=ROOT / "bench/ingest.lua", connections=self.connections,
+                seconds=max(1, round(seconds)), env={**os.environ, "KEY": self.key},
+            )  # fmt: skip
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        time.sleep(INGEST_MARGIN_SECONDS)
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def describe(self) -> str:
+        if not self.connections:
+            return "no concurrent ingest load (--ingest-connections 0)"
+        if self.figures is None:
+            return "concurrent ingest load: wrk failed"
+        f = self.figures
+        return (
+            f"concurrent ingest load, wrk -c{self.connections} (bench/ingest.lua): {f['rps']:,.0f} reports/s, "
+            f"p99 {f['p99']:.1f} ms, non-2xx {f['non_2xx']:.0f}"
+        )
+
+
 # --- Figures --------------------------------------------------------------------------------
 
 
@@ -269,10 +314,14 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     print(f"  queued {args.backlog:,} busywork tasks on P3 in {took:.1f} s")
     backlog = backlog_confirm("P3", "routine worker")
 
+    load = IngestLoad(base_url=base_url, key=key, connections=args.ingest_connections)
+    load.start(seconds=SEND_OVER_SECONDS + 2 * INGEST_MARGIN_SECONDS)
     sent = reports_send(base_url, key, tag=f"{tag}-isolated", count=args.reports, over=SEND_OVER_SECONDS)
+    load.join()
     started = starts_wait(list(sent), timeout=args.timeout)
     severities_check(list(sent))
     waits = waits_ms(sent, started)
+    print(f"  {load.describe()}")
     print(f"  sent {len(sent)} P0 reports over {SEND_OVER_SECONDS:.0f} s; all stored as P0; "
           f"{len(started)}/{len(sent)} started within {args.timeout:.0f} s")  # fmt: skip
     if waits:
@@ -361,6 +410,9 @@ def main() -> None:
         "--timeout", type=float, default=60.0, help="seconds to wait, after the last report, for P0 work to start"
     )
     parser.add_argument("--work", choices=("burn", "sleep"), default="burn", help="busywork burns CPU or sleeps")
+    parser.add_argument(
+        "--ingest-connections", type=int, default=32, help="wrk connections of ingest load meanwhile (0: none)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill too
 

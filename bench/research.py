@@ -27,6 +27,7 @@ from bench.harness import free_port, load_average, recreate_database  # noqa: E4
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaizen_site.settings")
 os.environ.setdefault("SECRET_KEY", "bench")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kaizen_bench_research")
+os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")  # not the tests' databases
 os.environ["ANTHROPIC_API_KEY"] = ""  # LLM off: the heuristic scorer
 os.environ.setdefault("KAIZEN_RESEARCH_READ_TIMEOUT", "3")
 

@@ -97,6 +97,18 @@ class CompiledFlag:
             return _IN
         return _OUT
 
+    def enabled_for(self, user_id: str) -> bool:
+        """evaluate(user_id).enabled, with the same precedence, without building the reason: the
+        call application code makes on every request, so it costs little more than the hash."""
+        if self.killed:
+            return False
+        if self.overrides:
+            override = self.overrides.get(user_id)
+            if override is not None and (override[1] is None or override[1] > _wallclock()):
+                return override[0]
+        percentage = self.percentage
+        return self.enabled and percentage > 0 and mmh3.hash(self.prefix + user_id, 0, False) % 100 < percentage
+
 
 @dataclass(frozen=True, slots=True)
 class ProjectSnapshot:
@@ -277,10 +289,16 @@ def project_snapshot(*, project_id: int) -> ProjectSnapshot:
 def flag_enabled(*, project_id: int, key: str, user_id: str, default: bool = False) -> bool:
     """The in-process check application code calls. An unknown key answers `default`, as
     feature-flag clients do, so a typo or a not-yet-created flag never breaks a request."""
-    flag = project_snapshot(project_id=project_id).flags.get(key)
+    # The common case inline (a snapshot in hand, fresh, no poll due, nothing uncommitted):
+    # project_snapshot() decides everything else.
+    snapshot = _state.projects.get(project_id)
+    now = _clock()
+    if snapshot is None or _uncommitted or now >= _state.next_poll or now - snapshot.loaded_at > MAX_AGE_SECONDS:
+        snapshot = project_snapshot(project_id=project_id)
+    flag = snapshot.flags.get(key)
     if flag is None:
         return default
-    return flag.evaluate(user_id).enabled
+    return flag.enabled_for(user_id)
 
 
 def flags_evaluate(

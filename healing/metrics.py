@@ -1,7 +1,7 @@
 """Prometheus metrics for ingestion, and the healing totals read at scrape time. Served at
 /metrics by kaizen_site.ops.
 
-Under gunicorn each worker is a process: set PROMETHEUS_MULTIPROC_DIR (the run command does) so
+Under granian each web worker is a process: set PROMETHEUS_MULTIPROC_DIR (the run command does) so
 counters from every process are summed at scrape time.
 """
 

@@ -127,7 +127,7 @@ REDIS_URL = RUNTIME.redis_url
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    # Files, not process memory: gunicorn's workers and the Celery workers must share it.
+    # Files, not process memory: the web server's workers and the Celery workers must share it.
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",

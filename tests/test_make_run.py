@@ -70,7 +70,7 @@ def make_run(tmp_path):
         REDIS_URL=settings.REDIS_URL,
         KAIZEN_PUBLIC_URL=base,
         KAIZEN_VAR_DIR=str(tmp_path / "var"),
-        PORT="5000",  # what honcho would hand gunicorn if left alone
+        PORT="5000",  # what honcho would hand the web server if left alone
         WEB_CONCURRENCY="1",
     )
     log_path = tmp_path / "make-run.log"

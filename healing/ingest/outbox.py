@@ -33,8 +33,12 @@ def issues_enqueue(*, to_enqueue: dict[str, str]) -> int:
         # transports publish one by one. A failed flush leaves them all pending: sending one twice
         # later is harmless, process_issue is idempotent.
         with app.producer_or_acquire() as producer, producer.batch():
+            declared: set[str] = set()
             for issue_id, severity in to_enqueue.items():
-                task_publish(PROCESS_TASK, args=[issue_id], queue=severity, producer=producer)
+                task_publish(
+                    PROCESS_TASK, args=[issue_id], queue=severity, producer=producer, declare=severity not in declared
+                )
+                declared.add(severity)
     except broker_errors() as exc:
         metrics.ISSUES_ENQUEUED.labels(queue="", outcome="broker_down").inc(len(to_enqueue))
         Issue.objects.filter(id__in=list(to_enqueue)).update(enqueue_attempts=F("enqueue_attempts") + 1)

@@ -7,7 +7,11 @@ from healing.ingest.bodies import decompress, parse_json, read_capped
 
 
 def body_read(stream, parser_context, *, limit: int) -> bytes:
-    meta = parser_context["request"].META
+    return body_decoded(stream, meta=parser_context["request"].META, limit=limit)
+
+
+def body_decoded(stream, *, meta: dict, limit: int) -> bytes:
+    """The body read from `stream` (capped at `limit`), its Content-Encoding undone."""
     raw = read_capped(stream, content_length=meta.get("CONTENT_LENGTH"), limit=limit)
     return decompress(raw, encoding=meta.get("HTTP_CONTENT_ENCODING", ""), limit=limit)
 

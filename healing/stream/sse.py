@@ -7,7 +7,7 @@ id; Redis pub/sub (one subscriber per process, healing.stream.hub) wakes the str
 carries the events, so an event reaches an open stream without a query. Without Redis each
 stream reads the database every KAIZEN_STREAM_POLL_SECONDS.
 
-Under the WSGI server (the API's gunicorn) this path answers 421 with the stream's address
+Under the WSGI server (the API's granian) this path answers 421 with the stream's address
 instead: a stream there would hold a worker thread for minutes.
 """
 

@@ -28,7 +28,7 @@ from healing.ingest.accept import record_build
 from healing.models import AuditEntry, IngestDeadLetter, Issue, Occurrence, issue_id_for
 from healing.projects import project_for_key
 from kaizen_site import redis_client
-from tests.healing.ingest.test_envelope_ids import _free_port
+from tests.healing.ingest.served import free_port as _free_port
 from tests.healing.ingest.test_stream import _database_url
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -1,22 +1,22 @@
-"""The real sentry_sdk against a live server."""
+"""The real sentry_sdk against the API served as the Procfile serves it."""
 
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import sentry_sdk
-from prometheus_client import REGISTRY
 
 from healing.models import Issue, Occurrence
+from tests.healing.ingest.served import served_counter
 
 # --- The real sentry_sdk against a live server ------------------------------------------------
 
 
 @pytest.fixture
-def sdk(live_server, project_key):
-    """Initialise the real sentry_sdk with a DSN pointing at the live test server; closed after,
-    so it cannot report anything from later tests."""
-    url = urlsplit(live_server.url)
+def sdk(served, project_key):
+    """Initialise the real sentry_sdk with a DSN pointing at the served API; closed after, so it
+    cannot report anything from later tests."""
+    url = urlsplit(served)
     dsn = f"http://{project_key.public_key}@{url.hostname}:{url.port}/{project_key.project_id}"
 
     def init(**options):
@@ -36,9 +36,7 @@ def sdk(live_server, project_key):
     client.close(timeout=5)
     sentry_sdk.get_global_scope().set_client(None)
     if pool is not None:
-        # The SDK keeps its HTTP connection alive, and the live server thread serving it holds a
-        # database connection until it closes: the test database could not be dropped.
-        pool.clear()
+        pool.clear()  # the SDK keeps its HTTP connection alive
 
 
 def checkout(order: dict) -> str:
@@ -79,11 +77,11 @@ def test_real_sentry_sdk_reports_an_error_issue(sdk, drain, project):
         assert occurrence.payload["tags"]["handled"] == "yes"
 
 
-def _answered(outcome: str) -> float:
-    return REGISTRY.get_sample_value("kaizen_reports_received_total", {"source": "sentry", "outcome": outcome}) or 0.0
+def test_real_sentry_sdk_obeys_the_rate_limit_answer(sdk, served, drain, project):
+    def _answered(outcome: str) -> float:
+        labels = {"source": "sentry", "outcome": outcome}
+        return served_counter(served, name="kaizen_reports_received_total", labels=labels)
 
-
-def test_real_sentry_sdk_obeys_the_rate_limit_answer(sdk, drain, project):
     project.rate_limit_per_minute = 0  # every request is over the quota
     project.save()
     before = _answered("rate_limited"), _answered("accepted")

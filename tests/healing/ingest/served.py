@@ -1,0 +1,102 @@
+"""The API served as it ships: the Procfile's `web:` command line, run as a process of its own.
+
+Django's test server (live_server) reads request bodies with the standard library's file objects;
+the server in the Procfile hands the application its own `wsgi.input`. Tests that send bodies
+through a real server use this one, so they exercise what production runs.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+
+def procfile_command(name: str) -> str:
+    """The command line of the Procfile's process `name`."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        key, _, command = line.partition(":")
+        if key.strip() == name and not key.startswith("#"):
+            return command.strip()
+    raise AssertionError(f"no {name}: line in the Procfile")
+
+
+def database_url() -> str:
+    """The test database, as a URL a second process can open."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(transactional_db, tmp_path):
+    """The base URL of the Procfile's web process (one worker) on the test database and this run's
+    Redis, in the test settings' ingest mode: what it accepts, the test can drain() and read."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "KAIZEN_INGEST_MODE": settings.KAIZEN_INGEST_MODE,
+        "KAIZEN_INGEST_STREAM": settings.KAIZEN_INGEST_STREAM,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # as `make run` hands honcho the virtualenv
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one worker: /metrics reads its own counters
+    log_path = tmp_path / "web.log"
+    with log_path.open("w") as log:
+        # Through a shell, as honcho and platforms run a Procfile line: its variables are expanded.
+        server = subprocess.Popen(["/bin/sh", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the web process never answered:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        yield base
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def served_counter(base: str, *, name: str, labels: dict[str, str]) -> float:
+    """A counter's value as the served process's /metrics reports it (0 until it is first counted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
