@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from healing.audit import AuditEntry
-from healing.models import Issue, SessionEvent, SessionEventKind, SessionRecording, UserSession
+from healing.models import AuditEntry, Issue, SessionEvent, SessionEventKind, SessionRecording, UserSession
 from healing.stream import fanout
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -508,6 +508,7 @@
   function commandReport(cmd, outcome, reason) {
     var shown;
     try { shown = JSON.parse(JSON.stringify(cmd === undefined ? null : cmd)); } catch (e) { shown = String(cmd); }
+    if (!shown || typeof shown !== "object" || Array.isArray(shown)) shown = { value: shown }; // the server keeps objects
     authed().then(function (s) {
       if (!s) return;
       api("/api/v1/sessions/" + encodeURIComponent(s.id) + "/commands", { token: s.token, command: shown, outcome: outcome, reason: cap(reason, 500) })
