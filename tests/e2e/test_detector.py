@@ -310,3 +310,16 @@ def test_the_popup_appears_at_once_when_a_click_fails(browser_page, demo_site):
     assert sent.wait_for(lambda r: r["type"] == "AUTH_ISSUE")
     assert panel.get_attribute("data-stage") == "detected"
     assert "Your sign-in ran into a problem" in panel.inner_text()
+
+
+def test_the_panel_fits_a_phone_and_keeps_still_for_reduced_motion(browser_page, demo_site):
+    browser_page.set_viewport_size({"width": 360, "height": 640})
+    browser_page.emulate_media(reduced_motion="reduce")
+    open_demo(browser_page, demo_site)
+    browser_page.locator(f"{OVERLAY} button.help").click()
+    panel = browser_page.locator(f"{OVERLAY} .panel")
+    box = panel.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 360 and box["y"] >= 0
+    style = "(el) => [getComputedStyle(el).transitionDuration, getComputedStyle(el).backdropFilter]"
+    duration, backdrop = panel.evaluate(style)
+    assert duration == "0s" and "blur" in backdrop  # the glass stays, the motion goes

@@ -2,13 +2,14 @@
 the owner's message and page commands arrive and run (a malformed one is refused and reported,
 never run), an expired stream token is refreshed and the stream reopened without losing an event,
 and "Try again" with consent records the attempt with rrweb (served as JavaScript under nosniff)
-and uploads it, with the typed password nowhere in it."""
+and uploads it, with the typed password nowhere in it; a question gets a text box whose answer
+lands on the issue's timeline."""
 
 import time
 
 import pytest
 
-from healing.models import AuditEntry, Issue, SessionEvent, SessionEventKind, SessionRecording, UserSession
+from healing.models import AuditEntry, Issue, IssueEvent, SessionEvent, SessionEventKind, SessionRecording, UserSession
 from healing.stream import fanout
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -104,3 +105,16 @@ def test_the_stream_reaches_the_page(short_tokens, service, browser_page):
     assert "hunter2" not in str(recording.events)  # rrweb masks every input
     (content_type,) = scripts.values()
     assert content_type.startswith("text/javascript")  # runs under X-Content-Type-Options: nosniff
+
+    # Kaizen needs the user's input: a text box, whose answer lands on the issue's timeline.
+    question = fanout.status_payload(issue_id=issue.pk, stage="needs_input", issue_type=issue.type)
+    question["question"] = "Which page were you on when it happened?"
+    row = SessionEvent.objects.create(session=session, issue=issue, kind=SessionEventKind.STATUS, payload=question)
+    fanout.events_publish(events=[row])
+    answer = page.locator(f"{OVERLAY} #kz-answer")
+    answer.wait_for(state="visible", timeout=10000)
+    assert "Which page were you on" in panel.inner_text()
+    answer.fill("On the credits page, after paying")
+    panel.get_by_role("button", name="Send answer").click()
+    _wait(lambda: IssueEvent.objects.filter(issue=issue, detail__contains="On the credits page, after paying").exists(),
+          page=page, what="the user's answer on the issue's timeline")  # fmt: skip
