@@ -261,7 +261,7 @@
     }
     var entry = sent[signature] = { t: now() };
     body.event_id = body.event_id || uuid();
-    body.url = pathOf(location.href).charAt(0) === "/" ? cap(location.origin + pathOf(location.href), 2048) : pathOf(location.href);
+    body.url = cap(location.origin + pathOf(location.href), 2048); // the page's own address, secret parameters masked
     body.route = cap(location.pathname, 500);
     body.timestamp = iso();
     body.timeline = recent(timeline);
@@ -324,7 +324,7 @@
   window.addEventListener("error", function (event) {
     if (!event.error && !event.message) return; // a resource failing to load
     var err = event.error || {};
-    errorReport(err.name || "Error", err.message || event.message, err.stack, event.filename);
+    errorReport(err.name || "Error", err.message || event.message, err.stack);
   });
   window.addEventListener("unhandledrejection", function (event) {
     var reason = event.reason || {};
