@@ -21,11 +21,12 @@ node_modules/.installed: package.json package-lock.json
 	  echo "npm not found: browser session recording stays off (install Node.js and npm to turn it on)"; \
 	fi
 
-# Migrations, the demo project (its key and addresses are printed), then web + ingest consumer +
-# both worker groups + beat under honcho. Ctrl-C stops them all.
+# Migrations, the demo project (its key and addresses are printed), then web + the users' event
+# streams + ingest consumer + both worker groups + beat under honcho. Ctrl-C stops them all.
 # Everything is served at KAIZEN_PUBLIC_URL (default http://127.0.0.1:8000): honcho is started at
 # that URL's port, which it hands to the Procfile's first process, granian, as PORT (left alone,
-# honcho would hand it 5000 and nothing would answer at the address printed).
+# honcho would hand it 5000 and nothing would answer at the address printed). The event streams are
+# served by uvicorn at KAIZEN_STREAM_URL (default: the next port), also printed.
 run: export DEBUG ?= 1
 run: export KAIZEN_DEMO ?= 1
 run: export KAIZEN_SANDBOX_MODE ?= 1

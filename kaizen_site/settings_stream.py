@@ -23,6 +23,8 @@ KAIZEN_STREAM_MAX_SECONDS = float(os.environ.get("KAIZEN_STREAM_MAX_SECONDS", "3
 KAIZEN_STREAM_RETRY_MS = int(os.environ.get("KAIZEN_STREAM_RETRY_MS", "2000"))
 # Without Redis (the embedded default) each stream reads the database this often.
 KAIZEN_STREAM_POLL_SECONDS = float(os.environ.get("KAIZEN_STREAM_POLL_SECONDS", "1"))
+# Threads (each with one database connection) a stream process reads the database on, for all its streams.
+KAIZEN_STREAM_DB_THREADS = int(os.environ.get("KAIZEN_STREAM_DB_THREADS", "4"))
 # With Redis, a stream still reads the database this often, in case a wake-up was lost.
 KAIZEN_STREAM_RESYNC_SECONDS = float(os.environ.get("KAIZEN_STREAM_RESYNC_SECONDS", "60"))
 # A flapping issue must not flood a user: per session and minute, at most this many progress

@@ -43,7 +43,7 @@ MIRRORED = {
         'return api("/api/v1/sessions", userBody()).then(function (r) {',
         "if (session) body.session_id = session.id;",
         "if (user && (user.id || user.email)) body.user = { id: user.id || undefined, email: user.email || undefined };",
-        "body.url = pathOf(location.href).charAt(0)",
+        "body.url = cap(location.origin + pathOf(location.href), 2048);",
         "body.route = cap(location.pathname, 500);",
         "var captured = { method: req.method, path: path, body: req.body, status: status, duration_ms: req.duration_ms };",
         "if (req.headers) captured.headers = req.headers;",

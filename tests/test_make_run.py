@@ -63,12 +63,14 @@ def _post_as_the_demo_page(base: str, key: str, body: dict) -> tuple[int, dict]:
 def make_run(tmp_path):
     """Starts `make run` in its own session at a free port; stops the whole process group."""
     base = f"http://127.0.0.1:{_free_port()}"
+    stream = f"http://127.0.0.1:{_free_port()}"  # by default the next port: not sure to be free here
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "DJANGO_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="kaizen_site.settings",
         DATABASE_URL=_database_url(),
         REDIS_URL=settings.REDIS_URL,
         KAIZEN_PUBLIC_URL=base,
+        KAIZEN_STREAM_URL=stream,
         KAIZEN_VAR_DIR=str(tmp_path / "var"),
         PORT="5000",  # what honcho would hand the web server if left alone
         WEB_CONCURRENCY="1",
@@ -86,7 +88,7 @@ def make_run(tmp_path):
             start_new_session=True,
         )
     try:
-        yield base, process, log_path
+        yield base, process, log_path, stream
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -115,7 +117,7 @@ def _wait_for_health(base: str, process: subprocess.Popen, log_path: Path) -> di
 
 
 def test_make_run_serves_the_address_it_prints(make_run):
-    base, process, log_path = make_run
+    base, process, log_path, stream = make_run
     health = _wait_for_health(base, process, log_path)
     assert health["status"] == "ok"
 
@@ -142,6 +144,18 @@ def test_make_run_serves_the_address_it_prints(make_run):
 
     for path in ("/admin/login/", "/api/docs/", "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"):
         assert _get(f"{base}{path}")[0] == 200, path
+
+    # The users' event streams: the ASGI server at the printed stream address, refusing a bad token.
+    assert f"streams    : {stream}/api/v1/sessions/<id>/events" in printed
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            status, body = _get(f"{stream}/api/v1/sessions/x/events?token=bad")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.5)
+    assert (status, orjson.loads(body)["error"]) == (401, "invalid_token")
 
     # The printed account is the owner's: its password leads straight to the authenticator set-up.
     password = re.search(r"user admin, password (\S+)", printed).group(1)

@@ -115,10 +115,28 @@ def service(tmp_path, settings):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for proc in running.values():
+            _group_gone(proc.pid)
+
+
+def _group_gone(pgid: int) -> None:
+    """Wait until the whole process group has exited, not only its shell: a server still shutting
+    down holds database connections the test's teardown flush would deadlock with."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _wait_healthy(*, base: str, web: subprocess.Popen, logs: Path, name: str = "web") -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded two-core machine boots Django slowly
     while time.monotonic() < deadline:
         assert web.poll() is None, (logs / f"{name}.log").read_text()[-3000:]
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from healing.models import Issue, Occurrence, Project
+from healing.models import AuditEntry, Issue, Occurrence, Project
 from tests.healing.conftest import demo_enable
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -159,6 +159,8 @@ def test_a_typed_password_and_card_number_never_reach_the_server(browser_page, d
     ]
     leaked = [(url, body) for url, body in page_requests if password in body or digits in body or card in body]
     assert leaked == []
+    for report in sent.reports():
+        stored(report["event_id"])
     everything = json.dumps([o.payload for o in Occurrence.objects.all()] + list(Issue.objects.values("title")))
     assert password not in everything and digits not in everything and card not in everything
     assert Occurrence.objects.count() >= 4
@@ -255,7 +257,16 @@ def test_dispatch_runs_known_commands_and_refuses_the_rest(browser_page, demo_si
     ]
     for command in refused:
         assert browser_page.evaluate("(c) => KAIZEN_DISPATCH(c)", command) is False, command
-    browser_page.wait_for_timeout(300)
+    # Each refusal is reported to the server (the owner sees them in the audit log), with its reason.
+    deadline = time.monotonic() + 10
+    while AuditEntry.objects.filter(action="session.command_ignored").count() < len(refused):
+        assert time.monotonic() < deadline, list(AuditEntry.objects.values_list("action", "detail"))
+        browser_page.wait_for_timeout(100)
+    reasons = sorted(
+        AuditEntry.objects.filter(action="session.command_ignored").values_list("detail__reason", flat=True)
+    )
+    assert reasons == sorted(["unknown type", "retry target is not a button or link", "payload must be an object",
+                              "show_message needs payload.message", "no type", "not an object", "not an object"])  # fmt: skip
     assert "pending" not in browser_page.locator("#balance").inner_text()  # Buy was never clicked
 
 
@@ -299,3 +310,16 @@ def test_the_popup_appears_at_once_when_a_click_fails(browser_page, demo_site):
     assert sent.wait_for(lambda r: r["type"] == "AUTH_ISSUE")
     assert panel.get_attribute("data-stage") == "detected"
     assert "Your sign-in ran into a problem" in panel.inner_text()
+
+
+def test_the_panel_fits_a_phone_and_keeps_still_for_reduced_motion(browser_page, demo_site):
+    browser_page.set_viewport_size({"width": 360, "height": 640})
+    browser_page.emulate_media(reduced_motion="reduce")
+    open_demo(browser_page, demo_site)
+    browser_page.locator(f"{OVERLAY} button.help").click()
+    panel = browser_page.locator(f"{OVERLAY} .panel")
+    box = panel.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 360 and box["y"] >= 0
+    style = "(el) => [getComputedStyle(el).transitionDuration, getComputedStyle(el).backdropFilter]"
+    duration, backdrop = panel.evaluate(style)
+    assert duration == "0s" and "blur" in backdrop  # the glass stays, the motion goes

@@ -105,6 +105,34 @@ def test_make_run_starts_honcho_at_the_public_port():
     assert port.strip() == "9123"
 
 
+@pytest.mark.parametrize(
+    ("raw", "public", "expected"),
+    [
+        ("", "http://127.0.0.1:8000", "http://127.0.0.1:8001"),
+        ("", "https://kaizen.example.com", "https://kaizen.example.com:444"),
+        ("https://kaizen.example.com/", "https://kaizen.example.com", "https://kaizen.example.com"),  # behind a proxy
+    ],
+)
+def test_the_stream_url_defaults_to_the_next_port(raw, public, expected):
+    assert runtime.stream_url(raw, public=public) == expected
+
+
+def test_the_procfile_stream_listens_at_the_stream_port():
+    clean = {k: v for k, v in os.environ.items() if k not in ("KAIZEN_PUBLIC_URL", "KAIZEN_STREAM_URL")}
+    port = subprocess.run(
+        [sys.executable, "-m", "kaizen_site.runtime", "stream-port"],
+        cwd=BASE_DIR,
+        env={**clean, "KAIZEN_PUBLIC_URL": PUBLIC},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert port.strip() == "9124"
+    with pytest.raises(RuntimeError, match="KAIZEN_STREAM_URL"):
+        runtime.stream_url("ftp://nope", public=PUBLIC)
+
+
 def test_a_public_host_django_would_refuse_is_reported(settings):
     settings.KAIZEN_PUBLIC_URL = "http://kaizen.local:8000"
     settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1"]

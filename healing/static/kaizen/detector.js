@@ -194,6 +194,12 @@
     });
   }
 
+  // The session with a token still good for a while: the stream only refreshes it when refused.
+  function authed() {
+    if (!session) return sessionOpen();
+    return session.expires - now() > 5000 ? Promise.resolve(session) : tokenRefresh().catch(function () { return session; });
+  }
+
   function streamUrl() {
     var base = STREAM ? STREAM + "/api/v1/sessions/" + encodeURIComponent(session.id) + "/events" : session.stream_url;
     var url = new URL(base, API);
@@ -255,7 +261,7 @@
     }
     var entry = sent[signature] = { t: now() };
     body.event_id = body.event_id || uuid();
-    body.url = pathOf(location.href).charAt(0) === "/" ? cap(location.origin + pathOf(location.href), 2048) : pathOf(location.href);
+    body.url = cap(location.origin + pathOf(location.href), 2048); // the page's own address, secret parameters masked
     body.route = cap(location.pathname, 500);
     body.timestamp = iso();
     body.timeline = recent(timeline);
@@ -318,7 +324,7 @@
   window.addEventListener("error", function (event) {
     if (!event.error && !event.message) return; // a resource failing to load
     var err = event.error || {};
-    errorReport(err.name || "Error", err.message || event.message, err.stack, event.filename);
+    errorReport(err.name || "Error", err.message || event.message, err.stack);
   });
   window.addEventListener("unhandledrejection", function (event) {
     var reason = event.reason || {};
@@ -502,7 +508,8 @@
   function commandReport(cmd, outcome, reason) {
     var shown;
     try { shown = JSON.parse(JSON.stringify(cmd === undefined ? null : cmd)); } catch (e) { shown = String(cmd); }
-    (session ? Promise.resolve(session) : sessionOpen()).then(function (s) {
+    if (!shown || typeof shown !== "object" || Array.isArray(shown)) shown = { value: shown }; // the server keeps objects
+    authed().then(function (s) {
       if (!s) return;
       api("/api/v1/sessions/" + encodeURIComponent(s.id) + "/commands", { token: s.token, command: shown, outcome: outcome, reason: cap(reason, 500) })
         .catch(function () { /* the page goes on; the refusal is logged here only */ });
@@ -656,6 +663,11 @@
   }
 
   function statusRender(issue, status) {
+    // A question stays up until the user answers it: later progress must not wipe what they type.
+    if (status.final) issue.asking = null;
+    else if (issue.asking) status = Object.assign({}, status, issue.asking);
+    if (status.needs_input) issue.asking = { needs_input: true, question: status.question };
+    else if (status.reproduce) issue.asking = { reproduce: true };
     issue.last = status;
     var step = Math.max(1, Math.min(+status.step || 1, 6)), steps = +status.steps || 6;
     var eta = status.eta_seconds > 0 ? (status.eta_seconds < 90 ? "About " + status.eta_seconds + " s left" : "About " + Math.round(status.eta_seconds / 60) + " min left") : "";
@@ -685,8 +697,12 @@
       h("div", { class: "row" }, [h("button", { class: "primary", type: "button", text: "Send answer", onclick: function () {
         var text = box.value.trim();
         if (!text || !session) return;
-        api("/api/v1/sessions/" + encodeURIComponent(session.id) + "/reply", { token: session.token, issue_id: issue.id, text: cap(scrub(text), 5000) }).then(function (r) {
-          show("Thanks", [markdown(r.status === 202 ? "That helps. We\u2019ll keep you posted here." : "We couldn\u2019t send that. Please try again in a moment.")], true);
+        issue.asking = null;
+        authed().then(function (s) {
+          return api("/api/v1/sessions/" + encodeURIComponent(s.id) + "/reply", { token: s.token, issue_id: issue.id, text: cap(scrub(text), 4000) });
+        }).then(function (r) { return r.status === 202; }, function () { return false; }).then(function (ok) {
+          if (!ok) issue.asking = { needs_input: true, question: question };
+          show("Thanks", [markdown(ok ? "That helps. We\u2019ll keep you posted here." : "We couldn\u2019t send that. Please try again in a moment.")], true);
         });
       } })]),
     ]);
@@ -694,17 +710,21 @@
 
   // Assisted reproduction: recording starts only after the user ticks the box and clicks.
   function consentForm(issue) {
-    var box = h("input", { type: "checkbox", id: "kz-consent" });
+    var box = h("input", { type: "checkbox", id: "kz-consent", onchange: function () { issue.consent = box.checked; } });
+    box.checked = !!issue.consent;
     var note = h("p", { class: "note" });
     var form = h("div", null, [
       h("label", { for: "kz-consent" }, [box, " Record this attempt so we can see what happens (typed text stays hidden, only this page)"]), note,
       h("div", { class: "row" }, [h("button", { class: "primary", type: "button", text: "Try again", onclick: function () {
+        issue.asking = null;
         (box.checked ? recordRetry(issue) : Promise.resolve(dispatch({ type: "retry", target: issue.target }))).then(function () {
           note.textContent = box.checked ? "Thanks, your recording was sent." : "Thanks, we\u2019re watching for it.";
         }, function (e) { note.textContent = e.message; });
       } })]),
     ]);
-    rrwebLoad().catch(function () {
+    // Whether recording is possible, without loading the recorder before the user agrees.
+    (window.rrweb ? Promise.resolve(true) : nativeFetch(RRWEB, { method: "HEAD" }).then(function (r) { return r.ok; }, function () { return false; })).then(function (ok) {
+      if (ok) return;
       box.disabled = true;
       note.textContent = "Recording is off on this site. You can still try again.";
     });
@@ -730,9 +750,11 @@
       dispatch({ type: "retry", target: issue.target });
       return new Promise(function (done) { setTimeout(done, 6000); }).then(function () {
         stop();
-        var body = JSON.stringify({ token: session && session.token, issue_id: issue.id, events: events });
-        if (!session || body.length > 4.5e6) throw new Error("The recording was too large to send.");
-        return api("/api/v1/sessions/" + encodeURIComponent(session.id) + "/recording", JSON.parse(body));
+        return authed().then(function (s) {
+          var body = { token: s && s.token, issue_id: issue.id, events: events };
+          if (!s || JSON.stringify(body).length > 4.5e6) throw new Error("The recording was too large to send.");
+          return api("/api/v1/sessions/" + encodeURIComponent(s.id) + "/recording", body);
+        });
       });
     });
   }

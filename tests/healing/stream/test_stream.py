@@ -90,15 +90,21 @@ def test_a_reconnecting_browser_gets_exactly_what_it_missed(stream, user):
     by_query.close()
 
 
+def hub_connections() -> int:
+    return sum(c.get("name") == CLIENT_NAME for c in redis.Redis.from_url(settings.REDIS_URL).client_list())
+
+
 def test_every_tab_gets_every_event_through_one_redis_subscriber(stream, user):
-    tabs = [SSE(url(stream, user)) for _ in range(3)]
+    first = SSE(url(stream, user))
+    assert first.block() == ["retry: 2000"]
+    hubs = hub_connections()  # the stream process's, and any other's on this machine
+    tabs = [first, *(SSE(url(stream, user)) for _ in range(4))]
     move(user, Stage.DIAGNOSING)
     fanout.session_command(session=user["session"], type="refresh_token")
     received = [tab.events(2) for tab in tabs]
-    assert received[0] == received[1] == received[2]
+    assert all(r == received[0] for r in received)
     assert [e["event"] for e in received[0]] == ["status", "command"]
-    hubs = [c for c in redis.Redis.from_url(settings.REDIS_URL).client_list() if c.get("name") == CLIENT_NAME]
-    assert len(hubs) == 1  # one pub/sub connection for the process, not one per stream
+    assert hub_connections() == hubs  # one pub/sub connection for the process, not one per stream
     for tab in tabs:
         tab.close()
 
@@ -150,3 +156,23 @@ def test_without_redis_the_stream_polls_the_database(user, tmp_path):
         fanout.session_message(session=user["session"], text="Hello")
         assert [e["event"] for e in sse.events(2)] == ["status", "message"]
         sse.close()
+
+
+def test_open_streams_share_a_few_database_connections(stream, user):
+    """Not one per stream: the stream process reads on KAIZEN_STREAM_DB_THREADS threads."""
+    from django.db import connection
+
+    tabs = [SSE(url(stream, user)) for _ in range(12)]
+    for tab in tabs:
+        assert tab.block() == ["retry: 2000"]
+    move(user, Stage.DIAGNOSING)
+    for tab in tabs:
+        assert tab.events(1)[0]["data"]["stage"] == "diagnosing"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        others = cursor.fetchone()[0]
+    assert others <= settings.KAIZEN_STREAM_DB_THREADS
+    for tab in tabs:
+        tab.close()
