@@ -6,6 +6,8 @@ own LogEntry table, and every admin action run, also goes to the read-only audit
 client's address.
 """
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -14,7 +16,6 @@ from django.db.models.base import ModelBase
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import path, reverse
-from django.utils.http import urlencode
 
 from .security import two_factor
 from .security.audit import console_audit
@@ -93,7 +94,7 @@ class OwnerAdminSite(admin.AdminSite):
             step = "admin:two_factor" if has_confirmed_device(request.user) else "admin:two_factor_setup"
             target = request.GET.get("next", "")
             return redirect(
-                reverse(step, current_app=self.name) + (f"?{urlencode({'next': target})}" if target else "")
+                reverse(step, current_app=self.name) + (f"?{urlencode({'next': target}, safe='/')}" if target else "")
             )
         return super().login(request, extra_context)
 

@@ -3,6 +3,7 @@ every sign-in. Both steps come after the password, for the owner only."""
 
 import logging
 from base64 import b32encode
+from urllib.parse import urlencode
 
 import qrcode
 import qrcode.image.svg
@@ -13,7 +14,7 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
@@ -54,7 +55,7 @@ def _context(request, **extra) -> dict:
 
 
 def _step(name: str, request) -> str:
-    return f"{reverse(name)}?{urlencode({'next': _next_url(request)})}"
+    return f"{reverse(name)}?{urlencode({'next': _next_url(request)}, safe='/')}"  # as Django's own login redirect
 
 
 def _gate(request):
