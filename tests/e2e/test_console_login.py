@@ -11,16 +11,6 @@ from tests.owner import OWNER_EMAIL, OWNER_PASSWORD, owner_browser_login, owner_
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _orm_beside_playwright(django_db_setup):
-    """Playwright's sync API keeps an event loop on this thread for the whole session; Django would
-    take the test's own ORM calls, and the database flush after each test, for async ones. (The
-    test database is created first, before Chromium starts.)"""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
-
-
 @pytest.fixture
 def new_owner(django_user_model, settings):
     owner_listed(settings)
