@@ -6,6 +6,8 @@ own LogEntry table, and every admin action run, also goes to the read-only audit
 client's address.
 """
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -91,13 +93,16 @@ class OwnerAdminSite(admin.AdminSite):
         if request.method == "GET" and is_owner(request.user) and not otp_verified(request=request, user=request.user):
             step = "admin:two_factor" if has_confirmed_device(request.user) else "admin:two_factor_setup"
             target = request.GET.get("next", "")
-            return redirect(reverse(step, current_app=self.name) + (f"?next={target}" if target else ""))
+            return redirect(
+                reverse(step, current_app=self.name) + (f"?{urlencode({'next': target}, safe='/')}" if target else "")
+            )
         return super().login(request, extra_context)
 
     def get_urls(self):
         own = [
             path("two-factor/", two_factor.verify_view, name="two_factor"),
             path("two-factor/setup/", two_factor.setup_view, name="two_factor_setup"),
+            path("two-factor/sign-out/", two_factor.sign_out_view, name="two_factor_sign_out"),
         ]
         return own + super().get_urls()
 

@@ -39,5 +39,11 @@ def has_confirmed_device(user) -> bool:
 
 def console_owner(*, request, user) -> bool:
     """Everything the console and the owner APIs ask of a browser session: the owner, past 2FA,
-    from an allowed address."""
-    return is_owner(user) and otp_verified(request=request, user=user) and console_ip_allowed(request)
+    from an allowed address. Kept on the request: the admin asks several times per page."""
+    key = getattr(user, "pk", None)
+    cached = getattr(request, "_kaizen_console_owner", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    allowed = is_owner(user) and otp_verified(request=request, user=user) and console_ip_allowed(request)
+    request._kaizen_console_owner = (key, allowed)
+    return allowed

@@ -3,11 +3,13 @@ every sign-in. Both steps come after the password, for the owner only."""
 
 import logging
 from base64 import b32encode
+from urllib.parse import urlencode
 
 import qrcode
 import qrcode.image.svg
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import logout
 from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -16,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -51,10 +54,14 @@ def _context(request, **extra) -> dict:
     return {**admin.site.each_context(request), "next": _next_url(request), **extra}
 
 
+def _step(name: str, request) -> str:
+    return f"{reverse(name)}?{urlencode({'next': _next_url(request)}, safe='/')}"  # as Django's own login redirect
+
+
 def _gate(request):
     """Where a request that may not be at this step belongs instead, or None."""
     if not is_owner(request.user):
-        return redirect(f"{reverse('admin:login')}?next={_next_url(request)}")
+        return redirect(_step("admin:login", request))
     if otp_verified(request=request, user=request.user):
         return redirect(_next_url(request))
     return None
@@ -72,9 +79,11 @@ def verify_view(request):
     if (elsewhere := _gate(request)) is not None:
         return elsewhere
     if not has_confirmed_device(request.user):
-        return redirect(f"{reverse('admin:two_factor_setup')}?next={_next_url(request)}")
+        return redirect(_step("admin:two_factor_setup", request))
     error = ""
-    if request.method == "POST":
+    if request.method == "POST" and _throttled(request.user):
+        error = "Too many wrong codes: wait a few seconds, then enter the current code."
+    elif request.method == "POST":
         device = _matching_device(request.user, _token(request))
         if device is not None:
             otp_login(request, device)
@@ -85,6 +94,20 @@ def verify_view(request):
         error = "That code is not valid. Enter the current code from your authenticator app."
     context = _context(request, title="Two-factor authentication", step="verify", error=error)
     return TemplateResponse(request, "admin/kaizen/two_factor.html", context)
+
+
+def _throttled(user) -> bool:
+    """django-otp makes a device wait 2^n seconds after n wrong codes (OTP_TOTP_THROTTLE_FACTOR)."""
+    devices = TOTPDevice.objects.devices_for_user(user, confirmed=True)
+    return all(not device.verify_is_allowed()[0] for device in devices)
+
+
+@require_POST
+@csrf_protect
+def sign_out_view(request):
+    """Sign out between the password and the code (the admin's own logout needs a verified session)."""
+    logout(request)
+    return redirect(reverse("admin:login"))
 
 
 def _matching_device(user, token: str) -> TOTPDevice | None:
@@ -106,7 +129,7 @@ def setup_view(request):
     if (elsewhere := _gate(request)) is not None:
         return elsewhere
     if has_confirmed_device(request.user):
-        return redirect(f"{reverse('admin:two_factor')}?next={_next_url(request)}")
+        return redirect(_step("admin:two_factor", request))
     # The same pending secret on every visit, so reloading the page does not change the QR code.
     device, _ = TOTPDevice.objects.get_or_create(user=request.user, confirmed=False, defaults={"name": DEVICE_NAME})
     error = ""

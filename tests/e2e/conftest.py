@@ -156,8 +156,9 @@ def chromium():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's event loop stays on this thread for the whole session: Django would take every
-    # database call made meanwhile (a test's, a transactional test's closing flush) for an async one.
+    # Playwright's sync API keeps an event loop on this thread for as long as the browser lives;
+    # Django would take every ORM call made meanwhile (the tests', the database set-up and flushes
+    # of whichever test comes next) for an async one. They are plain synchronous calls.
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

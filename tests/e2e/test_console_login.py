@@ -6,18 +6,9 @@ import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kaizen_site.security.two_factor import totp_now
-from tests.owner import OWNER_EMAIL, OWNER_PASSWORD, owner_listed
+from tests.owner import OWNER_EMAIL, OWNER_PASSWORD, owner_browser_login, owner_listed
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _orm_beside_playwright():
-    """Playwright's sync API keeps an event loop on this thread for the whole session; Django would
-    take the test's own ORM calls, and the database flush after each test, for async ones."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
 
 
 @pytest.fixture
@@ -71,3 +62,11 @@ def test_on_a_phone_the_code_step_fits_the_screen(live_server, chromium, artifac
         page.screenshot(path=artifacts / "console-390.png", full_page=True)
     finally:
         context.close()
+
+
+def test_the_owner_helper_gives_a_browser_a_verified_session(live_server, browser_page, admin_user):
+    """tests.owner.owner_browser_login, which the other browser tests use to skip the sign-in."""
+    owner_browser_login(browser_page.context, base_url=live_server.url, user=admin_user)
+    browser_page.goto(f"{live_server.url}/admin/healing/auditentry/")
+    assert browser_page.url == f"{live_server.url}/admin/healing/auditentry/"
+    assert browser_page.locator("#user-tools").is_visible()

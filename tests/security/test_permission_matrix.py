@@ -18,7 +18,7 @@ from tests.security.conftest import ROLES
 pytestmark = pytest.mark.django_db
 
 # The sign-in steps themselves: every role may see them (they are the door, not the room).
-SIGN_IN = {"login", "logout", "two_factor", "two_factor_setup"}
+SIGN_IN = {"login", "logout", "two_factor", "two_factor_setup", "two_factor_sign_out"}
 
 
 def _no_argument_routes(patterns, prefix: str = ""):

@@ -107,3 +107,24 @@ def test_the_lock_out_starts_at_the_configured_limit(new_owner, settings):
         assert _password(client, password="wrong").status_code == 200
     assert _password(client, password="wrong").status_code == 429
     assert _password(client).status_code == 429
+
+
+def test_the_owner_can_sign_out_between_the_password_and_the_code(new_owner):
+    TOTPDevice.objects.create(user=new_owner, name="phone", confirmed=True)
+    client = Client()
+    _password(client)
+    assert client.get("/admin/two-factor/").status_code == 200
+    answer = client.post("/admin/two-factor/sign-out/")
+    assert answer.status_code == 302 and answer["Location"] == "/admin/login/"
+    assert not _signed_in(client)
+
+
+def test_a_wrong_code_makes_the_device_wait_before_the_next_try(new_owner, settings):
+    settings.OTP_TOTP_THROTTLE_FACTOR = 1
+    device = TOTPDevice.objects.create(user=new_owner, name="phone", confirmed=True)
+    client = Client()
+    _password(client)
+    client.post("/admin/two-factor/", {"otp_token": "000000"})
+    answer = client.post("/admin/two-factor/", {"otp_token": totp_now(device)})
+    assert "Too many wrong codes" in answer.content.decode()
+    assert client.get("/admin/").status_code == 302

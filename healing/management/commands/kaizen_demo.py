@@ -90,6 +90,8 @@ class Command(BaseCommand):
         elif not admin_user.email:
             admin_user.email = owner_email
             admin_user.save(update_fields=["email"])
+        else:
+            owner_email = admin_user.email
 
         out = self.stdout.write
         out(self.style.SUCCESS(f"Demo project '{project.slug}' (id {project.id})"))
@@ -106,7 +108,7 @@ class Command(BaseCommand):
         else:
             out(f"  console    : {base}/admin/  user admin")
         out(f"  2FA        : at the first sign-in, scan the QR code with an authenticator app (owner {owner_email})")
-        if owner_email not in settings.KAIZEN_OWNER_EMAILS:
+        if owner_email.lower() not in {address.lower() for address in settings.KAIZEN_OWNER_EMAILS}:
             out(self.style.WARNING(f"  KAIZEN_OWNER_EMAILS does not list {owner_email}: the console will refuse admin"))
         out(f"  demo       : {base}/demo/  (with KAIZEN_DEMO=1, as `make run` sets)")
         out(f"  API docs   : {base}/api/docs/")
