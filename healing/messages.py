@@ -101,7 +101,8 @@ _INTERNALS = [
     for p, flags in (
         (r"traceback|stack ?trace|\bat [\w$.<>]+ ?\(|File \"[^\"]+\", line \d+|\.(py|js|ts|rb|go|php|java):\d+", 1),
         (r"\b(select|insert|update|delete)\b[\s\S]*\b(from|into|set|where)\b|\bdrop table\b|\brelation \"", 1),
-        (r"\b(sk|pk|rk|ghp|gho|xox[abp]|AKIA)[-_]?[A-Za-z0-9]{8,}|\beyJ[\w-]{8,}|\bbearer\s+\S+", 1),
+        (r"\b(sk|pk|rk|ghp|gho|xox[abp])[-_][-_A-Za-z0-9]{8,}|\beyJ[\w-]{8,}|\bbearer\s+\S+", 1),
+        (r"\bAKIA[0-9A-Z]{12,}", 0),
         (r"\b(api[_ -]?key|secret|password|passwd|token|dsn|credential)s?\s*[=:]", 1),
         (r"\b[A-Za-z0-9+/_-]{32,}\b", 0),  # long opaque strings: keys, hashes, tokens
         (r"\b\d{1,3}(\.\d{1,3}){3}\b|\[?[0-9a-f]{1,4}(:[0-9a-f]{0,4}){3,7}\]?", 1),  # IPv4 / IPv6

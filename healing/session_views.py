@@ -88,9 +88,11 @@ class SessionAPIView(APIView):
         return super().handle_exception(exc)
 
     def body(self, request, model):
+        if request.META.get("CONTENT_LENGTH") in (None, "", "0"):
+            return body_validate(model, {})  # no body: as `{}` (a session for an anonymous user)
         if not request.content_type:
             raise IngestError("unsupported_media_type", "Send JSON (application/json or text/plain).", 415)
-        return body_validate(model, request.data if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else {})
+        return body_validate(model, request.data)
 
 
 class SessionCreateView(SessionAPIView):

@@ -149,6 +149,9 @@ STATICFILES_DIRS = [
     for name in BROWSER_PACKAGES
     if (NODE_MODULES / name / "dist").is_dir()
 ]
+# The packages ship their browser builds as .cjs, which Python's mimetypes does not know: served as
+# octet-stream, a browser (X-Content-Type-Options: nosniff) would refuse to run them.
+WHITENOISE_MIMETYPES = {".cjs": "text/javascript; charset=utf-8"}
 
 # The one-time secret shown after creating a key must not ride in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"

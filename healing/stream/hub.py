@@ -22,6 +22,7 @@ logger = logging.getLogger("kaizen.stream")
 QUEUE_SIZE = 256  # events waiting for one stream; past it the stream rereads the database
 RESYNC = object()  # a queue item: "read the database: you may have missed something"
 RECONNECT_DELAYS = (0.5, 1, 2, 5)
+CLIENT_NAME = "kaizen-stream-hub"  # as CLIENT LIST shows it: one per stream process
 
 
 @dataclass(eq=False)
@@ -78,7 +79,8 @@ class Hub:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2, health_check_interval=30)
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2, health_check_interval=30,
+                                             client_name=CLIENT_NAME)  # fmt: skip
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
