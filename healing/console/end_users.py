@@ -149,7 +149,7 @@ def _message_send(request):
         audit_record(
             actor=request_actor(request),
             action="session.message",
-            target=f"session:{session.session_id}",
+            target=f"user-session:{session.pk}",  # as the session's own console page records it
             detail=detail,
         )
         live = session.last_seen_at >= timezone.now() - LIVE_WITHIN

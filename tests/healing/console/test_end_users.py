@@ -55,6 +55,7 @@ def test_search_by_email_finds_sessions_issues_and_overrides(admin_client, alice
     page = response.content.decode()
     assert f"/admin/healing/issue/{alice['login'].pk}/change/" in page
     assert f"/admin/flags/flag/{alice['flag'].pk}/change/" in page
+    assert f"/admin/healing/usersession/{alice['live'].pk}/change/" in page  # commands are sent from there
     assert page.count('<span class="tag">live</span>') == 1
     assert "Someone else" not in page
     assert "<strong>admin</strong>." in page  # the console user in the header, not the one found
@@ -81,7 +82,7 @@ def test_a_message_goes_down_the_sessions_stream_and_is_audited(admin_client, al
     assert event.kind == SessionEventKind.MESSAGE
     assert event.payload["message"] == "We fixed it, try again!" and event.payload["from"] == "owner"
     entry = AuditEntry.objects.get(action="session.message")
-    assert (entry.actor, entry.target, entry.detail["event"]) == ("admin", "session:s-live-0001", event.pk)
+    assert (entry.actor, entry.target, entry.detail["event"]) == ("admin", f"user-session:{alice['live'].pk}", event.pk)
     assert "Message sent to the live session." in admin_client.get(response.url).content.decode()
 
 
