@@ -128,7 +128,7 @@ def end_users_view(request):
     if not search.is_valid():
         return _render(request, search=search, status=400)
     user = end_user_find(term=search.cleaned_data["q"])
-    return _render(request, search=search, user=user, message_form=MessageForm())
+    return _render(request, search=search, end_user=user, message_form=MessageForm())
 
 
 def _message_send(request):
@@ -139,7 +139,7 @@ def _message_send(request):
     search = SearchForm({"q": back})
     if not form.is_valid():
         user = end_user_find(term=back) if search.is_valid() else None
-        return _render(request, search=search, user=user, message_form=form, status=400)
+        return _render(request, search=search, end_user=user, message_form=form, status=400)
     session = UserSession.objects.filter(pk=form.cleaned_data["session"]).first()
     if session is None:
         messages.error(request, "That session no longer exists.")
@@ -149,7 +149,7 @@ def _message_send(request):
         audit_record(
             actor=request_actor(request),
             action="session.message",
-            target=f"session:{session.session_id}",
+            target=f"user-session:{session.pk}",  # as the session's own console page records it
             detail=detail,
         )
         live = session.last_seen_at >= timezone.now() - LIVE_WITHIN

@@ -22,6 +22,7 @@ from healing.models import (
     CHANGE_KEY_PREFIX,
     AuditEntry,
     Change,
+    ChangeStatus,
     Issue,
     IssueEvent,
     Occurrence,
@@ -239,7 +240,7 @@ def fix_for(issue: Issue) -> Fix | None:
         plan=[step for step in change.plan or [] if isinstance(step, dict)],
         risk=raw_plan_risk(change.plan or []).value,
         patch_waiting=bool(change.patch_diff.strip())
-        and change.status == "in_review"
+        and change.status == ChangeStatus.IN_REVIEW
         and change.patch_state in waiting,
         verification=verification,
         probes=probes,

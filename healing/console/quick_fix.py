@@ -34,6 +34,8 @@ class AskForm(forms.Form):
 class ChangeForm(forms.Form):
     """The suggested Change, editable ("customize") before it is created."""
 
+    CUSTOMIZABLE = ("summary", "plan", "patch_diff", "success_criteria", "rollback_plan")
+
     request_text = forms.CharField(widget=forms.HiddenInput, max_length=quick_fix.REQUEST_MAX)
     issue = forms.UUIDField(widget=forms.HiddenInput, required=False)
     title = forms.CharField(max_length=200)
@@ -94,10 +96,12 @@ def _initial(assessment: quick_fix.Assessment) -> dict:
 
 
 def _render(request, *, status: int = 200, **context) -> TemplateResponse:
+    form = context.get("form")
+    customizable = [form[name] for name in ChangeForm.CUSTOMIZABLE] if form is not None else []
     return TemplateResponse(
         request,
         TEMPLATE,
-        {**admin.site.each_context(request), "title": "Quick Fix", **context},
+        {**admin.site.each_context(request), "title": "Quick Fix", "customizable": customizable, **context},
         status=status,
     )
 

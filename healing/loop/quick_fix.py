@@ -189,7 +189,7 @@ def recommend(*, text: str, similar: list[Similar], http_client: httpx2.Client |
         reply = llm_call(
             purpose=PURPOSE, system=SYSTEM_PROMPT, template=USER_TEMPLATE, tools=[TOOL],
             tool_choice={"type": "tool", "name": TOOL_NAME}, messages=[{"role": "user", "content": content}],
-            issue_id=similar[0].issue.pk if similar else None, http_client=http_client, max_tokens=MAX_TOKENS,
+            http_client=http_client, max_tokens=MAX_TOKENS,
             validate=lambda message: _recommendation_from(message, validate_plan=validate_plan),
         )  # fmt: skip
     except LLMError as exc:

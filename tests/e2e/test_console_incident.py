@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from healing.changes.lifecycle import change_create
-from healing.models import AuditEntry, Issue
+from healing.models import AuditEntry, Change, Issue, SessionEvent, UserSession
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
 
@@ -102,3 +102,29 @@ def test_an_incident_reads_well_on_a_phone_and_plays_its_recording(page, live_se
     page.screenshot(path=artifacts / "incident-closed-phone.png", full_page=True)
     assert Issue.objects.get(pk=incident.pk).stage == "resolved"
     assert AuditEntry.objects.filter(action="issue.not_a_problem", actor="admin").exists()
+
+
+def test_quick_fix_and_end_users_on_a_phone(page, live_server, incident, artifacts):
+    session = UserSession.objects.create(project=incident.project, session_id="s-live-1", user_id="u-42",
+                                         user_email="alice@example.com")  # fmt: skip
+    page.set_viewport_size(PHONE)
+
+    page.goto(f"{live_server.url}/admin/healing/quick-fix/")
+    page.fill("textarea[name=text]", "Checkout crashes when the cart is empty")
+    page.click("input[name=assess]")
+    page.wait_for_selector("section[aria-label='Similar issues']")
+    page.screenshot(path=artifacts / "quick-fix-phone.png", full_page=True)
+    assert page.locator("section[aria-label='Similar issues'] a", has_text="Checkout crashes").count() == 1
+    assert "Off:" in page.locator("section[aria-label='AI recommendation']").inner_text()
+    page.click("button[value=apply]")
+    page.wait_for_selector(".messagelist .success")
+    change = Change.objects.order_by("-number").first()
+    assert change.status == "in_progress" and change.issue_id == incident.pk
+
+    page.goto(f"{live_server.url}/admin/healing/end-users/?q=ALICE@example.com")
+    page.wait_for_selector("section[aria-label='Sessions']")
+    page.fill("input[name=text]", "We fixed it: try again?")
+    page.screenshot(path=artifacts / "end-users-phone.png", full_page=True)
+    page.locator("section[aria-label='Sessions'] button", has_text="Send").click()
+    page.wait_for_selector(".messagelist .success")
+    assert SessionEvent.objects.get(session=session).payload["message"] == "We fixed it: try again?"

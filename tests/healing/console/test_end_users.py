@@ -44,7 +44,7 @@ def test_search_by_email_finds_sessions_issues_and_overrides(admin_client, alice
     response = admin_client.get(URL, {"q": "alice@example.com"})  # any case
 
     assert response.status_code == 200
-    user = response.context["user"]
+    user = response.context["end_user"]
     assert user.user_ids == ["u-42"] and user.emails == ["Alice@Example.com", "alice@example.com"]
     assert [s.session_id for s in user.sessions] == ["s-live-0001", "s-old-0002"]
     # Found by email, the reports sent under their id alone are theirs too.
@@ -55,12 +55,14 @@ def test_search_by_email_finds_sessions_issues_and_overrides(admin_client, alice
     page = response.content.decode()
     assert f"/admin/healing/issue/{alice['login'].pk}/change/" in page
     assert f"/admin/flags/flag/{alice['flag'].pk}/change/" in page
+    assert f"/admin/healing/usersession/{alice['live'].pk}/change/" in page  # commands are sent from there
     assert page.count('<span class="tag">live</span>') == 1
     assert "Someone else" not in page
+    assert "<strong>admin</strong>." in page  # the console user in the header, not the one found
 
 
 def test_search_by_id_groups_every_issue_they_met(admin_client, alice):
-    user = admin_client.get(URL, {"q": "u-42"}).context["user"]
+    user = admin_client.get(URL, {"q": "u-42"}).context["end_user"]
     assert [(row.issue.title, row.reports) for row in user.issues] == [
         ("Session expires right after login", 3), ("Paid credits do not show", 1)
     ]  # fmt: skip
@@ -80,7 +82,7 @@ def test_a_message_goes_down_the_sessions_stream_and_is_audited(admin_client, al
     assert event.kind == SessionEventKind.MESSAGE
     assert event.payload["message"] == "We fixed it, try again!" and event.payload["from"] == "owner"
     entry = AuditEntry.objects.get(action="session.message")
-    assert (entry.actor, entry.target, entry.detail["event"]) == ("admin", "session:s-live-0001", event.pk)
+    assert (entry.actor, entry.target, entry.detail["event"]) == ("admin", f"user-session:{alice['live'].pk}", event.pk)
     assert "Message sent to the live session." in admin_client.get(response.url).content.decode()
 
 
