@@ -337,5 +337,5 @@ KAIZEN_LLM_MAX_RETRIES = int(os.environ.get("KAIZEN_LLM_MAX_RETRIES", "1"))
 LOGGING = logs.configure(json=env_bool("KAIZEN_LOG_JSON", not DEBUG), level=os.environ.get("LOG_LEVEL", "INFO"))
 
 from .settings_research import *  # noqa: E402, F403  (daily research: research/)
-from .settings_stream import *  # noqa: E402, F403  (the users' event stream: healing.stream)
 from .settings_security import *  # noqa: E402, F403  (the console's door: 2FA, lock-out, sessions, HTTPS)
+from .settings_stream import *  # noqa: E402, F403  (the users' event stream: healing.stream)

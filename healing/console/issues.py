@@ -88,6 +88,24 @@ class IssueForm(forms.ModelForm):
             self.fields["stage"].choices = [(stage, Stage(stage).label) for stage in offered]
 
 
+class EstimatedCountPaginator(Paginator):
+    """The issue and occurrence tables grow: PostgreSQL counts rows by reading them all, so an
+    unfiltered list pages by the planner's estimate once the table is big."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if connection.vendor == "postgresql" and not queryset.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
+                )
+                row = cursor.fetchone()
+            if row and row[0] > ESTIMATE_COUNT_ABOVE:
+                return row[0]
+        return queryset.count()
+
+
 @admin.register(Issue)
 class IssueAdmin(admin.ModelAdmin):
     list_display = (
@@ -102,8 +120,9 @@ class IssueAdmin(admin.ModelAdmin):
     list_select_related = ("project",)
     search_fields = ("title",)  # and, in get_search_results, a user's id or email, an issue or event id
     search_help_text = "Words of the title, an affected user's id or email, or an issue or event id."
-    date_hierarchy = "last_seen"
+    # No date_hierarchy: its drill-down reads the distinct days of every issue; the date filters do.
     ordering = ("-last_seen",)
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
     inlines = [OccurrenceInline]  # the timeline, stack, fix and logs: change_form_template, healing.console.incident
     change_form_template = "admin/healing/issue/change_form.html"
@@ -216,24 +235,6 @@ class IssueAdmin(admin.ModelAdmin):
 
 
 # --- Occurrences ----------------------------------------------------------------------------
-
-
-class EstimatedCountPaginator(Paginator):
-    """The occurrence table is the one that grows: PostgreSQL counts rows by reading them all, so
-    an unfiltered list pages by the planner's estimate once the table is big."""
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        if connection.vendor == "postgresql" and not queryset.query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
-                )
-                row = cursor.fetchone()
-            if row and row[0] > ESTIMATE_COUNT_ABOVE:
-                return row[0]
-        return queryset.count()
 
 
 class SourceFilter(admin.SimpleListFilter):

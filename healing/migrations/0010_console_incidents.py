@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("healing", "0008_user_sessions"),
+        ("healing", "0009_dashboard_indexes"),
     ]
 
     operations = [

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from kaizen_site import dashboard
-from tests.e2e.console_login import console_login
 from tests.factories import IssueFactory, ProjectFactory
+from tests.owner import owner_browser_login, owner_create, owner_listed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,13 +24,14 @@ BACKGROUND = {"light": "rgb(255, 255, 255)", "dark": "rgb(18, 18, 18)"}
 def console(django_db_setup, live_server, browser_page, owner):
     """A signed-in console page. The test database is set up first: Django refuses database work
     on a thread where Playwright's event loop already runs."""
-    console_login(browser_page.context, base_url=live_server.url, user=owner)
+    owner_browser_login(browser_page.context, base_url=live_server.url, user=owner)
     return browser_page
 
 
 @pytest.fixture
-def owner(django_user_model):
-    return django_user_model.objects.create_superuser("owner", "owner@example.com", "unused")
+def owner(settings):
+    owner_listed(settings)
+    return owner_create()
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ the timeline, the session recording played by rrweb-player, and a button that cl
 import base64
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from healing.changes.lifecycle import change_create
 from healing.models import AuditEntry, Change, Issue, SessionEvent, UserSession
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,23 +45,11 @@ def incident():
 
 
 @pytest.fixture
-def page(live_server, admin_client, incident):
-    """A Chromium page of its own, started after the database work of the set-up and closed
-    before the database is flushed: Playwright's event loop on this thread would make Django's
-    async-safety check refuse both."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        cookie = admin_client.cookies[settings.SESSION_COOKIE_NAME]  # the console session of the test's admin
-        page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's own ORM reads, beside the loop
-            yield page
-        browser.close()
+def page(live_server, admin_client, incident, browser_page):
+    """A Chromium page signed in as the test's admin (a verified owner)."""
+    cookie = admin_client.cookies[settings.SESSION_COOKIE_NAME]
+    browser_page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
+    return browser_page
 
 
 def test_an_incident_reads_well_on_a_phone_and_plays_its_recording(page, live_server, incident, artifacts):

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("healing", "0007_loop_deadlines"),
+        ("healing", "0010_console_incidents"),
     ]
 
     operations = [
