@@ -78,9 +78,9 @@ def status_payload(
     }
 
 
-def _with_rate_state(sessions, *, issue_id) -> Any:
-    """Annotate each session with its statuses of the last minute and the stage it was last told
-    for `issue_id`: one query for the whole fan-out, whatever the number of sessions."""
+def _with_rate_state(sessions) -> Any:
+    """Annotate each session with its statuses of the last minute and its latest status (stage and
+    issue): one query for the whole fan-out, two index look-ups per session on (session, id)."""
     since = timezone.now() - RATE_WINDOW
     recent = (
         SessionEvent.objects.filter(session=OuterRef("pk"), kind=SessionEventKind.STATUS, created_at__gte=since)
@@ -89,14 +89,13 @@ def _with_rate_state(sessions, *, issue_id) -> Any:
         .annotate(n=Count("id"))
         .values("n")
     )
-    last = (
-        SessionEvent.objects.filter(session=OuterRef("pk"), kind=SessionEventKind.STATUS, issue_id=issue_id)
-        .order_by("-id")
-        .values("payload__stage")[:1]
-    )
+    # The session's latest status, whatever its issue: filtering on the issue here would have the
+    # planner scan the issue's events once per session.
+    latest = SessionEvent.objects.filter(session=OuterRef("pk"), kind=SessionEventKind.STATUS).order_by("-id")
     return sessions.annotate(
         recent_statuses=Coalesce(Subquery(recent, output_field=IntegerField()), Value(0)),
-        last_stage=Subquery(last),
+        last_stage=Subquery(latest.values("payload__stage")[:1]),
+        last_issue=Subquery(latest.values("issue_id")[:1]),
     )
 
 
@@ -123,9 +122,11 @@ def issue_event_deliver(*, event_id: int) -> list[SessionEvent]:
         return []
     issue = event.issue
     rows = []
-    sessions = _with_rate_state(affected_sessions(issue=issue), issue_id=issue.pk)
+    sessions = _with_rate_state(affected_sessions(issue=issue))
     for session in sessions.only("pk", "session_id", "user_name"):
-        if not status_allowed(stage=event.stage, last_stage=session.last_stage, recent=session.recent_statuses):
+        # A stage is not told twice in a row; told in between about another issue, it is again.
+        last_stage = session.last_stage if str(session.last_issue) == str(issue.pk) else None
+        if not status_allowed(stage=event.stage, last_stage=last_stage, recent=session.recent_statuses):
             continue
         payload = status_payload(issue_id=issue.pk, stage=event.stage, issue_type=issue.type,
                                  name=session.user_name, worded=event.message, at=event.created_at)  # fmt: skip
