@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench.harness import (  # noqa: E402
     ROOT,
     SERVERS,
+    WEB_THREADS,
+    WEB_WORKERS,
     Processes,
     cpu_ms_per,
     cpu_sample,
@@ -48,7 +50,6 @@ STREAM = "bench:ingest"
 KAIZEN_DB, BASELINE_DB = "kaizen_bench_ingest", "kaizen_bench_baseline"
 PORT = 8311
 URL = f"http://127.0.0.1:{PORT}"
-WEB_THREADS = 2  # Python threads per web process, as the Procfile's default
 
 
 def env_for(**extra: str) -> dict[str, str]:
@@ -202,7 +203,8 @@ def main() -> None:
             rows.append((f"DRF create, {server}", baselines[server]))
 
     print(f"\ningest, {args.connections} connections x {args.seconds} s, wrk on loopback, each server at "
-          f"2 processes x 2 threads, {os.cpu_count()} cores, {load_average()} at end")  # fmt: skip
+          f"{WEB_WORKERS} processes x {WEB_THREADS} threads at most, {os.cpu_count()} cores, "
+          f"{load_average()} at end")  # fmt: skip
     print(f"{'':26}{'accepted/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sock err':>9}   CPU ms per report")
     for name, r in rows:
         cpu = "  ".join(f"{proc} {ms:.2f}" for proc, ms in r["cpu_ms"].items())
