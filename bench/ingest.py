@@ -1,18 +1,21 @@
 """Ingest throughput: sustained POST /api/v1/issues against the service as `make run` starts it.
 
-What runs: gunicorn with kaizen_site/gunicorn.conf.py and one ingest consumer (the Redis stream
-drained into PostgreSQL), on PostgreSQL + Redis. The Celery workers are not started: the
-process_issue tasks wait on the broker, so the figures are ingestion's own (in production the
-workers run on other machines).
+What runs: the web server (granian, as the Procfile's `web:` line starts it, and gunicorn with
+gthread workers for comparison, both at 2 processes and the Procfile's threads) and one ingest
+consumer (the Redis stream drained into PostgreSQL), on PostgreSQL + Redis db 3. The Celery
+workers are not started: the process_issue tasks wait on the broker, so the figures are
+ingestion's own (in production the workers run on other machines).
 Load: wrk (Debian package `wrk`) on loopback, N connections for D seconds, half the reports
 opening a new issue and half repeating one of 100 (bench/ingest.lua).
-Printed: accepted/s, p50/p99 latency, errors, the stream backlog sampled every second (the drain
-keeps pace when it stays flat), and once the stream is drained the database counts, which must
-equal the accepted reports. Then the same load against the baseline, a plain DRF
-ModelViewSet.create of the same payload into one table (bench/baseline), served the same way.
+Printed: accepted/s, p50/p99 latency, errors, the CPU milliseconds per stored report of the web
+server, the consumer and the PostgreSQL backends (from /proc, over the measured window, drain
+included), the stream backlog sampled every second (the drain keeps pace when it stays flat),
+and once the stream is drained the database counts, which must equal the accepted reports. Then
+the same load against the baseline, a plain DRF ModelViewSet.create of the same payload into one
+table (bench/baseline), on each server.
 
 Run: .venv/bin/python bench/ingest.py [--seconds 30] [--connections 32] [--servers granian,gunicorn] [--direct]
-Target on a 2-core machine: >= 2,000 reports/s sustained end to end, p99 <= 50 ms, zero lost.
+Targets: >= 2.0x the DRF create baseline end to end, p99 <= 50 ms at 32 connections, zero lost.
 """
 
 import argparse
