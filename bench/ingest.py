@@ -38,6 +38,7 @@ from bench.harness import (  # noqa: E402
     Processes,
     cpu_ms_per,
     cpu_sample,
+    free_port,
     load_average,
     recreate_database,
     require_wrk,
@@ -52,7 +53,7 @@ PG = "postgres://postgres@127.0.0.1:5432"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 STREAM = "bench:ingest"
 KAIZEN_DB, BASELINE_DB = "kaizen_bench_ingest", "kaizen_bench_baseline"
-PORT = 8311
+PORT = free_port()  # not a fixed one: another run of the benchmarks may be listening there
 URL = f"http://127.0.0.1:{PORT}"
 
 
