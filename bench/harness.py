@@ -142,7 +142,10 @@ def procfile_argv(*, name: str) -> list[str]:
     return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; exec {procfile_command(name=name)}']
 
 
-def web_argv(*, server: str, app: str, port: int, workers: int = 2, threads: int = 2) -> list[str]:
+WEB_WORKERS, WEB_THREADS = 2, 64  # the Procfile's defaults (WEB_CONCURRENCY, WEB_THREADS)
+
+
+def web_argv(*, server: str, app: str, port: int, workers: int = WEB_WORKERS, threads: int = WEB_THREADS) -> list[str]:
     """A WSGI server for `app` ("module:callable") on loopback `port`: granian, as the Procfile's
     `web:` line starts it, or gunicorn with gthread workers (what served the API before), both at
     `workers` processes x `threads` request threads, so the two are compared like for like."""

@@ -1,18 +1,21 @@
 """Ingest throughput: sustained POST /api/v1/issues against the service as `make run` starts it.
 
-What runs: gunicorn with kaizen_site/gunicorn.conf.py and one ingest consumer (the Redis stream
-drained into PostgreSQL), on PostgreSQL + Redis. The Celery workers are not started: the
-process_issue tasks wait on the broker, so the figures are ingestion's own (in production the
-workers run on other machines).
+What runs: the web server (granian, as the Procfile's `web:` line starts it, and gunicorn with
+gthread workers for comparison, both at 2 processes and the Procfile's threads) and one ingest
+consumer (the Redis stream drained into PostgreSQL), on PostgreSQL + Redis db 3. The Celery
+workers are not started: the process_issue tasks wait on the broker, so the figures are
+ingestion's own (in production the workers run on other machines).
 Load: wrk (Debian package `wrk`) on loopback, N connections for D seconds, half the reports
 opening a new issue and half repeating one of 100 (bench/ingest.lua).
-Printed: accepted/s, p50/p99 latency, errors, the stream backlog sampled every second (the drain
-keeps pace when it stays flat), and once the stream is drained the database counts, which must
-equal the accepted reports. Then the same load against the baseline, a plain DRF
-ModelViewSet.create of the same payload into one table (bench/baseline), served the same way.
+Printed: accepted/s, p50/p99 latency, errors, the CPU milliseconds per stored report of the web
+server, the consumer and the PostgreSQL backends (from /proc, over the measured window, drain
+included), the stream backlog sampled every second (the drain keeps pace when it stays flat),
+and once the stream is drained the database counts, which must equal the accepted reports. Then
+the same load against the baseline, a plain DRF ModelViewSet.create of the same payload into one
+table (bench/baseline), on each server.
 
 Run: .venv/bin/python bench/ingest.py [--seconds 30] [--connections 32] [--servers granian,gunicorn] [--direct]
-Target on a 2-core machine: >= 2,000 reports/s sustained end to end, p99 <= 50 ms, zero lost.
+Targets: >= 2.0x the DRF create baseline end to end, p99 <= 50 ms at 32 connections, zero lost.
 """
 
 import argparse
@@ -30,9 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench.harness import (  # noqa: E402
     ROOT,
     SERVERS,
+    WEB_THREADS,
+    WEB_WORKERS,
     Processes,
     cpu_ms_per,
     cpu_sample,
+    free_port,
     load_average,
     recreate_database,
     require_wrk,
@@ -43,12 +49,12 @@ from bench.harness import (  # noqa: E402
 
 PYTHON = sys.executable
 PG = "postgres://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/3"
+# Flushed by each run: BENCH_REDIS_URL moves it when another run of the benchmarks shares Redis.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 STREAM = "bench:ingest"
 KAIZEN_DB, BASELINE_DB = "kaizen_bench_ingest", "kaizen_bench_baseline"
-PORT = 8311
+PORT = free_port()  # not a fixed one: another run of the benchmarks may be listening there
 URL = f"http://127.0.0.1:{PORT}"
-WEB_THREADS = 2  # Python threads per web process, as the Procfile's default
 
 
 def env_for(**extra: str) -> dict[str, str]:
@@ -202,7 +208,8 @@ def main() -> None:
             rows.append((f"DRF create, {server}", baselines[server]))
 
     print(f"\ningest, {args.connections} connections x {args.seconds} s, wrk on loopback, each server at "
-          f"2 processes x 2 threads, {os.cpu_count()} cores, {load_average()} at end")  # fmt: skip
+          f"{WEB_WORKERS} processes x {WEB_THREADS} threads at most, {os.cpu_count()} cores, "
+          f"{load_average()} at end")  # fmt: skip
     print(f"{'':26}{'accepted/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sock err':>9}   CPU ms per report")
     for name, r in rows:
         cpu = "  ".join(f"{proc} {ms:.2f}" for proc, ms in r["cpu_ms"].items())

@@ -2,8 +2,9 @@
 
 What runs: the API on a WSGI server and one ingest consumer, on a scratch PostgreSQL database and
 Redis db 3 (as bench/ingest.py; the two are not run at the same time). For each server compared
-(granian, as the Procfile's `web:` line starts it, and gunicorn with gthread workers, at the same
-2 processes x 2 threads), two runs of the normal load (wrk, bench/ingest.lua):
+(granian, as the Procfile's `web:` line starts it, and gunicorn with gthread workers, both at
+2 processes x the Procfile's 64 threads at most; --threads changes it), two runs of the normal
+load (wrk, bench/ingest.lua):
   1. alone;
   2. while 64 more connections each announce a report body and send it at 1 byte per second
      for the whole run (no buffering proxy in front, as the issue's incident had none).
@@ -29,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench.harness import (  # noqa: E402
     ROOT,
     SERVERS,
+    WEB_THREADS,
+    WEB_WORKERS,
     Processes,
     load_average,
     recreate_database,
@@ -37,7 +40,7 @@ from bench.harness import (  # noqa: E402
     wait_http,
     web_argv,
 )  # fmt: skip
-from bench.ingest import PG, PORT, PYTHON, REDIS_URL, STREAM, URL, WEB_THREADS, env_for, manage  # noqa: E402
+from bench.ingest import PG, PORT, PYTHON, REDIS_URL, STREAM, URL, env_for, manage  # noqa: E402
 
 DATABASE = "kaizen_bench_slow_clients"
 TARGET_P99_RATIO = 1.5
@@ -159,8 +162,8 @@ def main() -> None:
             threads=args.threads,
             logs=logs,
         )
-        print(f"\n{server} (2 processes x {args.threads} threads), wrk -c{args.connections} {args.seconds} s, "
-              f"{load_average()}")  # fmt: skip
+        print(f"\n{server} ({WEB_WORKERS} processes x {args.threads} threads), wrk -c{args.connections} "
+              f"{args.seconds} s, {load_average()}")  # fmt: skip
         for name, r in (("alone", alone), (f"+{args.slow} slow clients", trickled)):
             print(f"  {name:18} {r['rps']:>8,.0f} req/s  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
                   f"non-2xx {r['non_2xx']:.0f}  socket errors {r['socket_errors']:.0f}")  # fmt: skip

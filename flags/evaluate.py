@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mmh3
 import redis
@@ -81,6 +81,22 @@ class CompiledFlag:
     percentage: int
     prefix: str  # "<group id>:", the bucketing input's head
     overrides: Mapping[str, tuple[bool, float | None]]  # user id → (on, expires at as epoch seconds)
+    # The answer for every user when no user can get another (killed; or no overrides and off, at
+    # 0 % or at 100 %), else None: such flags are answered without hashing.
+    constant: bool | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.killed:
+            constant = False
+        elif self.overrides:
+            constant = None
+        elif not self.enabled or self.percentage <= 0:
+            constant = False
+        elif self.percentage >= 100:
+            constant = True
+        else:
+            constant = None
+        object.__setattr__(self, "constant", constant)
 
     def evaluate(self, user_id: str) -> Evaluation:
         # Precedence: kill switch → the user's unexpired override → disabled → percentage.
@@ -136,6 +152,10 @@ class _State:
 
 
 _state = _State()
+# One thread per process loads a snapshot; the others wait for it. Without this, the threads a
+# web worker starts at once after a change would each run the same queries, each on a database
+# connection of its own that it then keeps.
+_load_lock = threading.Lock()
 # (thread id, project id) pairs whose flag changes this thread has written but not yet committed.
 # Such a project is read fresh and not cached: its snapshot could hold rows a rollback undoes.
 _uncommitted: dict[tuple[int, int], None] = {}
@@ -149,9 +169,15 @@ def snapshot_forget() -> None:
     _uncommitted.clear()
 
 
-# A forked child (Celery prefork, gunicorn --preload) starts with nothing of its parent's: no
+def _after_fork_in_child() -> None:
+    global _load_lock
+    snapshot_forget()
+    _load_lock = threading.Lock()  # a parent thread may have held it at the fork: it is never released here
+
+
+# A forked child (Celery prefork, a web server's workers) starts with nothing of its parent's: no
 # snapshot whose poll clock the parent owned, no pending-commit marks from the parent's threads.
-os.register_at_fork(after_in_child=snapshot_forget)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def snapshot_changed(*, project_id: int) -> None:
@@ -275,14 +301,17 @@ def project_snapshot(*, project_id: int) -> ProjectSnapshot:
         state.projects.pop(project_id, None)
     snapshot = state.projects.get(project_id)
     if snapshot is None or now - snapshot.loaded_at > MAX_AGE_SECONDS:
-        try:
-            snapshot = _load(project_id, now)
-        except DatabaseError:
-            if snapshot is None:
-                raise
-            _warn("flags of project %s not reloadable, serving the previous snapshot", project_id)
-            return snapshot
-        state.projects[project_id] = snapshot
+        with _load_lock:
+            snapshot = state.projects.get(project_id)  # loaded meanwhile by the thread we waited for
+            if snapshot is None or now - snapshot.loaded_at > MAX_AGE_SECONDS:
+                try:
+                    snapshot = _load(project_id, now)
+                except DatabaseError:
+                    if snapshot is None:
+                        raise
+                    _warn("flags of project %s not reloadable, serving the previous snapshot", project_id)
+                    return snapshot
+                state.projects[project_id] = snapshot
     return snapshot
 
 
@@ -298,6 +327,8 @@ def flag_enabled(*, project_id: int, key: str, user_id: str, default: bool = Fal
     flag = snapshot.flags.get(key)
     if flag is None:
         return default
+    if flag.constant is not None:
+        return flag.constant
     return flag.enabled_for(user_id)
 
 

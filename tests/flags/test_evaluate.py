@@ -143,3 +143,24 @@ def test_flags_are_per_project(make_flag, project):
     services.flag_create(project=other, key="shared-name", actor="bob", enabled=False)
     assert flag_enabled(project_id=project.id, key="shared-name", user_id="1")
     assert not flag_enabled(project_id=other.id, key="shared-name", user_id="1")
+
+
+def test_flag_enabled_answers_as_the_full_evaluation_in_every_state(make_flag, project, monkeypatch):
+    """flag_enabled takes a shorter path than flags_evaluate (no reason built): the same answer
+    for every user through kill switch, live and expired overrides, disabled and each percentage."""
+    soon = timezone.now() + timedelta(minutes=10)
+    flags = [make_flag(key=f"flag-{n}", enabled=n % 3 != 0, rollout_percentage=(n * 17) % 101) for n in range(12)]
+    for n, flag in enumerate(flags):
+        services.override_set(flag=flag, user_id="on", enabled=True, actor="kaizen")
+        services.override_set(flag=flag, user_id="off", enabled=False, actor="kaizen")
+        services.override_set(flag=flag, user_id="brief", enabled=n % 2 == 0, actor="kaizen", expires_at=soon)
+        if n % 4 == 1:
+            services.flag_kill(flag=flag, actor="alice", why="errors")
+    users = ["on", "off", "brief", *(f"user-{n}" for n in range(200))]
+    for now in (None, soon.timestamp() + 1):  # the brief overrides live, then expired
+        if now is not None:
+            monkeypatch.setattr(evaluate, "_wallclock", lambda now=now: now)
+        for flag in flags:
+            full = flags_evaluate(project_id=project.id, items=[(flag.key, user) for user in users])
+            fast = [flag_enabled(project_id=project.id, key=flag.key, user_id=user) for user in users]
+            assert fast == [result.enabled for result in full], flag.key
