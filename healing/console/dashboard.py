@@ -16,11 +16,9 @@ from django.core.cache import cache
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q
 from django.db.models.functions import TruncDate
 
-from healing.models import IngestDeadLetter, Issue, Severity, Stage, UserSession
+from healing.models import ACTIVE_WINDOW, IngestDeadLetter, Issue, Severity, Stage, UserSession
 
 TREND_DAYS = 14
-# "Active now": a session the product's page reported from within this window.
-ACTIVE_MINUTES = 5
 # The trend charts' days before today are read from the database at most this often.
 PAST_DAYS_CACHE_SECONDS = 300
 # Fixed: for everyone (resolved), or for the users who met it (mitigated), or shipped and watched.
@@ -124,10 +122,10 @@ def issues_per_day(*, now: datetime, days: int = TREND_DAYS) -> list[dict[str, A
 
 
 def session_figures(*, now: datetime) -> dict[str, int]:
-    """The product's users active now: sessions seen in the last ACTIVE_MINUTES, and the people
+    """The product's users active now: sessions seen within ACTIVE_WINDOW, and the people
     behind them (a signed-in user once however many tabs; each anonymous session as one). One
     query over the index on last_seen_at."""
-    figures = UserSession.objects.filter(last_seen_at__gte=now - timedelta(minutes=ACTIVE_MINUTES)).aggregate(
+    figures = UserSession.objects.filter(last_seen_at__gte=now - ACTIVE_WINDOW).aggregate(
         sessions=Count("*"),
         signed_in=Count("user_id", distinct=True, filter=~Q(user_id="")),
         anonymous=Count("session_id", filter=Q(user_id="")),

@@ -5,7 +5,7 @@ reports costs no more than one with ten."""
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -20,7 +20,7 @@ from django.utils.http import urlencode
 
 from flags.models import Override
 from healing.audit import audit_record
-from healing.models import Issue, Occurrence, UserSession
+from healing.models import ACTIVE_WINDOW, Issue, Occurrence, UserSession
 from healing.stream.fanout import session_message
 from kaizen_site.console import request_actor
 
@@ -31,7 +31,6 @@ ISSUES_SHOWN = 50
 SESSIONS_SHOWN = 20
 OVERRIDES_SHOWN = 100
 IDENTITIES_SCANNED = 200  # of the user's newest reports, for the ids and emails they went by
-LIVE_WITHIN = timedelta(minutes=5)  # a session seen this recently is live: its stream is open
 MESSAGE_MAX = 500
 
 
@@ -106,7 +105,7 @@ def end_user_find(*, term: str, now: datetime | None = None) -> EndUser:
             if r["issue_id"] in issues
         ],  # fmt: skip
         overrides=overrides,
-        live_since=now - LIVE_WITHIN,
+        live_since=now - ACTIVE_WINDOW,
     )
 
 
@@ -152,7 +151,7 @@ def _message_send(request):
             target=f"user-session:{session.pk}",  # as the session's own console page records it
             detail=detail,
         )
-        live = session.last_seen_at >= timezone.now() - LIVE_WITHIN
+        live = session.last_seen_at >= timezone.now() - ACTIVE_WINDOW
         messages.success(
             request,
             "Message sent to the live session."

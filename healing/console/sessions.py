@@ -16,11 +16,10 @@ from django.utils.html import format_html, format_html_join, json_script
 
 from healing import messages as user_messages
 from healing.audit import audit_record
-from healing.models import Issue, MessageTemplate, Occurrence, SessionRecording, UserSession
+from healing.models import ACTIVE_WINDOW, Issue, MessageTemplate, Occurrence, SessionRecording, UserSession
 from healing.stream import fanout
 from kaizen_site.console import ReadOnlyMixin, form_changes, request_actor
 
-ACTIVE_WINDOW_MINUTES = 15
 SEND_CHOICES = [
     ("message", "Message (shown in the user's popup)"),
     ("show_message", "Command: show a message on the page"),
@@ -36,11 +35,11 @@ class ActiveNowFilter(admin.SimpleListFilter):
     parameter_name = "active"
 
     def lookups(self, request, model_admin):
-        return [("now", f"Active now (last {ACTIVE_WINDOW_MINUTES} min)")]
+        return [("now", f"Active now (last {ACTIVE_WINDOW.seconds // 60} min)")]
 
     def queryset(self, request, queryset):
         if self.value() == "now":
-            return queryset.filter(last_seen_at__gte=timezone.now() - timezone.timedelta(minutes=ACTIVE_WINDOW_MINUTES))
+            return queryset.filter(last_seen_at__gte=timezone.now() - ACTIVE_WINDOW)
         return queryset
 
 

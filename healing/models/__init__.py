@@ -55,6 +55,7 @@ from healing.models.remediation import (
     RiskLevel,
 )
 from healing.models.sessions import (
+    ACTIVE_WINDOW,
     MessageStage,
     MessageTemplate,
     SessionEvent,
@@ -64,6 +65,7 @@ from healing.models.sessions import (
 )
 
 __all__ = [
+    "ACTIVE_WINDOW",
     "_new_public_key",
     "AuditEntry",
     "CHANGE_KEY_PREFIX",

@@ -6,11 +6,17 @@ a SessionEvent row first: the database is what a reconnecting browser resumes fr
 `Last-Event-ID` is the row's id); Redis only wakes the streams.
 """
 
+from datetime import timedelta
+
 from django.db import models
 from django.utils import timezone
 
 from healing.models.issues import Issue, IssueType
 from healing.models.projects import Project
+
+# "Active now": a session whose page streamed, refreshed its token or reported within this window
+# (an open stream touches its session every minute).
+ACTIVE_WINDOW = timedelta(minutes=5)
 
 
 class UserSession(models.Model):

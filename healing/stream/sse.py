@@ -25,8 +25,9 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
 
-from healing.models import Project, SessionEvent
+from healing.models import Project, SessionEvent, UserSession
 from healing.stream.hub import RESYNC, hub_for
 from healing.stream.sessions import EVENTS_PATH
 from healing.stream.tokens import TokenError, token_check
@@ -70,12 +71,17 @@ def _events_after(session_id: str, last_id: int) -> list[tuple[int, str, Any]]:
     return list(rows.values_list("id", "kind", "payload")[:BACKLOG_LIMIT])
 
 
+def _session_touch(session_id: str) -> None:
+    UserSession.objects.filter(session_id=session_id).update(last_seen_at=timezone.now())
+
+
 def sse_format(*, event_id: int, kind: str, data: Any) -> bytes:
     # orjson writes one line (no raw newlines in JSON), as an SSE `data:` field needs.
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), orjson.dumps(data))
 
 
 HEARTBEAT = b": keep-alive\n\n"
+TOUCH_SECONDS = 60
 
 
 async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]:
@@ -101,6 +107,9 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
             last_id = max(last_id, event_id)
         return chunks
 
+    # An open stream keeps its session "active now" (the console's window is a few minutes).
+    touched = time.monotonic()
+    await db_read(_session_touch, session_id)
     try:
         yield b"retry: %d\n\n" % settings.KAIZEN_STREAM_RETRY_MS
         # Subscribed before this read: an event committed in between is in one or the other.
@@ -133,6 +142,9 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
                 yield chunk
             if chunks:
                 last_write = time.monotonic()
+            if last_write - touched >= TOUCH_SECONDS:
+                touched = time.monotonic()
+                await db_read(_session_touch, session_id)
     finally:
         if subscription is not None and hub is not None:
             hub.unsubscribe(subscription)
