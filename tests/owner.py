@@ -47,3 +47,16 @@ def owner_browser_login(context, *, base_url: str, user) -> None:
         [{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
           "url": base_url}]
     )  # fmt: skip
+
+
+def owner_staff(client: Client, settings_fixture, *, username: str = "viewer", permissions: tuple[str, ...] = ()):
+    """An owner who is staff but not superuser, holding only `permissions` (codenames), signed in
+    past the second factor on `client`: for tests of what each console permission allows."""
+    from django.contrib.auth.models import Permission
+
+    email = f"{username}@example.com"
+    owner_listed(settings_fixture, email)
+    user = get_user_model().objects.create_user(username, email, password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=permissions))
+    owner_verify(client, user)
+    return user

@@ -4,7 +4,6 @@ live session, down the session's event stream."""
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -12,6 +11,7 @@ from django.utils import timezone
 from flags import services as flag_services
 from healing.models import AuditEntry, SessionEvent, SessionEventKind, UserSession
 from tests.factories import IssueFactory, OccurrenceFactory, ProjectFactory
+from tests.owner import owner_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -108,10 +108,8 @@ def test_the_page_reads_a_bounded_number_of_rows(admin_client, alice, project):
     assert queries() == baseline
 
 
-def test_messages_need_the_change_permission(client, alice):
-    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_issue"))
-    client.force_login(viewer)
+def test_messages_need_the_change_permission(client, alice, settings):
+    owner_staff(client, settings, permissions=("view_issue",))
 
     assert client.get(URL, {"q": "u-42"}).status_code == 200
     assert client.post(URL, {"q": "u-42", "session": alice["live"].pk, "text": "hi"}).status_code == 403

@@ -7,7 +7,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -31,6 +30,7 @@ from healing.models import (
 )
 from kaizen_site.models import LLMCall
 from tests.factories import IssueEventFactory, IssueFactory, OccurrenceFactory
+from tests.owner import owner_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -313,11 +313,9 @@ def test_not_a_problem_closes_the_issue_and_counts_as_a_false_positive(admin_cli
     assert entry.target == f"issue:{issue.pk}" and entry.detail == {"closed": True, "why": "a bot"}
 
 
-def test_actions_need_the_permissions(client, db):
+def test_actions_need_the_permissions(client, settings):
     issue = IssueFactory(stage="escalated")
-    staff = User.objects.create_user("viewer", password="pw", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="view_issue"))
-    client.force_login(staff)
+    owner_staff(client, settings, permissions=("view_issue",))
 
     assert act(client, issue, "not-a-problem").status_code == 403
     assert Issue.objects.get(pk=issue.pk).stage == "escalated"

@@ -18,6 +18,7 @@ from kaizen_site import llm
 from kaizen_site.models import LLMCall
 from tests.anthropic_fake import FakeAPI, error, ok
 from tests.factories import IssueFactory, OccurrenceFactory
+from tests.owner import owner_staff, owner_verify
 
 pytestmark = pytest.mark.django_db
 
@@ -217,13 +218,11 @@ def test_assessing_reads_a_bounded_number_of_rows(settings, checkout_issues):
     assert queries() == baseline
 
 
-def test_the_page_needs_the_permissions(client):
-    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
-    client.force_login(viewer)
+def test_the_page_needs_the_permissions(client, settings):
+    viewer = owner_staff(client, settings)
     assert client.get(URL).status_code == 403
     viewer.user_permissions.add(Permission.objects.get(codename="view_issue"))
-    viewer = User.objects.get(pk=viewer.pk)
-    client.force_login(viewer)
+    owner_verify(client, User.objects.get(pk=viewer.pk))
     assert client.get(URL).status_code == 200
     assert client.post(URL, change_post(mode="apply")).status_code == 403  # no add_change
     assert not Change.objects.exists()
