@@ -46,13 +46,15 @@ class AuditedAdmin:
 
     def log_addition(self, request, obj, message):
         entry = super().log_addition(request, obj, message)
+        if entry is None:  # the ModelAdmin keeps its own record (it audits what it does itself)
+            return entry
         console_audit(actor=request.user.get_username(), action="admin.add", target=_target(obj),
                       detail={"object": str(obj), "change": entry.get_change_message()})  # fmt: skip
         return entry
 
     def log_change(self, request, obj, message):
         entry = super().log_change(request, obj, message)
-        if not message:  # saved without a change: nothing happened
+        if not message or entry is None:  # nothing changed, or the ModelAdmin audits what it does itself
             return entry
         console_audit(actor=request.user.get_username(), action="admin.change", target=_target(obj),
                       detail={"object": str(obj), "change": entry.get_change_message()})  # fmt: skip

@@ -39,6 +39,9 @@ def database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+METRICS_TOKEN = "served-metrics-token"  # noqa: S105 - a test server's
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,6 +62,7 @@ def served(transactional_db, tmp_path):
         "KAIZEN_INGEST_STREAM": settings.KAIZEN_INGEST_STREAM,
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
+        "KAIZEN_METRICS_TOKEN": METRICS_TOKEN,  # /metrics is scraped as Prometheus would
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # as `make run` hands honcho the virtualenv
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one worker: /metrics reads its own counters
@@ -69,7 +73,7 @@ def served(transactional_db, tmp_path):
                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine starts Django slowly
         while True:
             assert server.poll() is None, log_path.read_text()[-3000:]
             try:
@@ -94,7 +98,9 @@ def served_counter(base: str, *, name: str, labels: dict[str, str]) -> float:
     """A counter's value as the served process's /metrics reports it (0 until it is first counted)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = requests.get(f"{base}/metrics", timeout=10).text
+    answer = requests.get(f"{base}/metrics", timeout=10, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    answer.raise_for_status()
+    text = answer.text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):

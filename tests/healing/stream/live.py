@@ -38,6 +38,7 @@ def stream_server(*, var_dir: Path, redis_url: str, **env_extra: str):
         "KAIZEN_STREAM_URL": base,
         "KAIZEN_KEY_CACHE_SECONDS": "0",
         "PYTHONUNBUFFERED": "1",
+        "PGAPPNAME": f"kaizen-stream-{port}",  # its database connections, told apart from any other
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         **env_extra,
     }
