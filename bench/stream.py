@@ -9,7 +9,8 @@ database, with Redis pub/sub waking the streams through the process's one subscr
 sessions each reported the issue (one occurrence each); each gets a plain asyncio socket reading
 its Server-Sent Events on loopback (no client library). This process then commits `--moves` stage
 moves of the issue through `issue_move`, one at a time, waiting for every client to receive each:
-the fan-out (1,000 rows in one insert, one PUBLISH pipeline) runs here after the commit, as it does
+the fan-out (1,000 sessions and their rate state in one query, 1,000 rows in one insert, one PUBLISH
+pipeline) runs here after the commit, as it does
 in a worker. The clock starts at the commit (an on-commit hook registered before the move's own)
 and stops when a client has read the event's `data:` line; both in this process.
 
@@ -209,13 +210,13 @@ def main() -> None:
     from healing.stream import fanout
 
     published: list[float] = []
-    publish = fanout.events_publish
+    publish = fanout.wire_publish
 
-    def publish_stamped(*, events) -> None:
-        publish(events=events)
+    def publish_stamped(*, wire) -> None:
+        publish(wire=wire)
         published.append(time.monotonic())
 
-    fanout.events_publish = publish_stamped
+    fanout.wire_publish = publish_stamped
 
     procs = Processes(logs=folder)
     try:
