@@ -193,15 +193,17 @@ def issue_event_deliver(*, event_id: int) -> list[dict[str, Any]]:
     event = IssueEvent.objects.select_related("issue").filter(pk=event_id).first()
     if event is None:
         return []
-    issue = event.issue
-    payloads: dict[str, dict[str, Any]] = {}  # display name → payload
+    issue, issue_key = event.issue, str(event.issue_id)
+    names: dict[str, str] = {}  # user name → the name the words use
+    payloads: dict[str, dict[str, Any]] = {}  # the name the words use → payload
     told: list[tuple[Target, dict[str, Any]]] = []
     for target in affected_sessions(issue=issue):
         # A stage is not told twice in a row; told in between about another issue, it is again.
-        last_stage = target.last_stage if target.last_issue == str(issue.pk) else None
+        last_stage = target.last_stage if target.last_issue == issue_key else None
         if not status_allowed(stage=event.stage, last_stage=last_stage, recent=target.recent_statuses):
             continue
-        name = messages.display_name(target.user_name)
+        if (name := names.get(target.user_name)) is None:
+            name = names[target.user_name] = messages.display_name(target.user_name)
         if name not in payloads:
             payloads[name] = status_payload(issue_id=issue.pk, stage=event.stage, issue_type=issue.type, name=name,
                                             worded=event.message, at=event.created_at)  # fmt: skip
