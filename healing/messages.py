@@ -152,10 +152,10 @@ def template_text(*, message_stage: str, issue_type: str, name: str = "") -> str
     """The owner's (or the default) words for a message stage and issue type, with the name filled in."""
     templates = _templates.get("templates", _templates_load)
     text = templates.get((message_stage, issue_type)) or templates.get((message_stage, ANY)) or ""
-    return _fill(text, name=_display_name(name))
+    return _fill(text, name=display_name(name))
 
 
-def _display_name(name: str) -> str:
+def display_name(name: str) -> str:
     """The first name, as a person would address the user; never an email address."""
     name = (name or "").strip()
     if not name or "@" in name or not text_is_safe(name):

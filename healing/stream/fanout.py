@@ -14,13 +14,14 @@ gets through carries the current stage: statuses coalesce), and the ones a user 
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import orjson
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -78,35 +79,105 @@ def status_payload(
     }
 
 
-def _with_rate_state(sessions) -> Any:
-    """Annotate each session with its statuses of the last minute and its latest status (stage and
-    issue): one query for the whole fan-out, two index look-ups per session on (session, id)."""
-    since = timezone.now() - RATE_WINDOW
-    recent = (
-        SessionEvent.objects.filter(session=OuterRef("pk"), kind=SessionEventKind.STATUS, created_at__gte=since)
-        .order_by()
-        .values("session")
-        .annotate(n=Count("id"))
-        .values("n")
+# The sessions that reported the issue within the stream window, with their rate state, in one
+# statement. Its shape is fixed, whatever the planner's row estimates (a fresh issue's reports and
+# sessions are not analysed yet: given the chance, it joined every session of the project to every
+# report): the reporting session ids first, once each, then index look-ups per session. Each
+# session is found by its unique id alone and its project checked after: the `LIMIT 1` subquery is
+# neither flattened into a join nor given the project condition, which would let the planner pick
+# the project's index and filter all of its sessions, once per session. Only server-minted ids
+# count: a report's session id that no session of ours carries is not a stream.
+_TARGETS_SQL = f"""
+WITH reporters AS MATERIALIZED (
+    SELECT DISTINCT o.session_id FROM {Occurrence._meta.db_table} o
+    WHERE o.issue_id = %(issue)s AND o.received_at >= %(reported_since)s AND o.session_id <> ''
+)
+SELECT s.id, s.session_id, s.user_name, rate.recent, latest.stage, latest.issue_id
+FROM reporters r
+CROSS JOIN LATERAL (
+    SELECT u.id, u.project_id, u.session_id, u.user_name FROM {UserSession._meta.db_table} u
+    WHERE u.session_id = r.session_id LIMIT 1
+) s
+CROSS JOIN LATERAL (
+    SELECT count(*) AS recent FROM {SessionEvent._meta.db_table} e
+    WHERE e.session_id = s.id AND e.kind = %(status)s AND e.created_at >= %(rate_since)s
+) rate
+LEFT JOIN LATERAL (
+    -- The session's latest status, whatever its issue, on the (session, id) index: filtering on
+    -- the issue here would scan the issue's events once per session.
+    SELECT e.payload ->> 'stage' AS stage, e.issue_id FROM {SessionEvent._meta.db_table} e
+    WHERE e.session_id = s.id AND e.kind = %(status)s ORDER BY e.id DESC LIMIT 1
+) latest ON true
+WHERE s.project_id = %(project)s
+"""  # noqa: S608 - our table names; every value is a parameter
+
+
+@dataclass(frozen=True)
+class Target:
+    """A session to tell about an issue, with what the rate limit needs to know about it."""
+
+    pk: int
+    session_id: str
+    user_name: str
+    recent_statuses: int  # statuses of the last minute, any issue
+    last_stage: str | None  # of its latest status...
+    last_issue: str | None  # ...and that status's issue
+
+
+def affected_sessions(*, issue: Issue) -> list[Target]:
+    """The sessions with a report of `issue` within the stream window, and their rate state."""
+    now = timezone.now()
+    reported_since = now - timedelta(seconds=settings.KAIZEN_STREAM_SESSION_WINDOW_SECONDS)
+    if connection.vendor != "postgresql":
+        return _targets_orm(issue=issue, reported_since=reported_since, rate_since=now - RATE_WINDOW)
+    params = {
+        "issue": issue.pk,
+        "project": issue.project_id,
+        "status": SessionEventKind.STATUS.value,
+        "reported_since": reported_since,
+        "rate_since": now - RATE_WINDOW,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_TARGETS_SQL, params)
+        return [
+            Target(
+                pk=pk,
+                session_id=sid,
+                user_name=name,
+                recent_statuses=recent,
+                last_stage=stage,
+                last_issue=None if last_issue is None else str(last_issue),
+            )  # fmt: skip
+            for pk, sid, name, recent, stage, last_issue in cursor.fetchall()
+        ]
+
+
+def _targets_orm(*, issue: Issue, reported_since, rate_since) -> list[Target]:
+    """The same through the ORM, for SQLite (no LATERAL): correlated subqueries per session."""
+    reported = (
+        Occurrence.objects.filter(issue_id=issue.pk, received_at__gte=reported_since)
+        .exclude(session_id="")
+        .values("session_id")
     )
-    # The session's latest status, whatever its issue: filtering on the issue here would have the
-    # planner scan the issue's events once per session.
-    latest = SessionEvent.objects.filter(session=OuterRef("pk"), kind=SessionEventKind.STATUS).order_by("-id")
-    return sessions.annotate(
-        recent_statuses=Coalesce(Subquery(recent, output_field=IntegerField()), Value(0)),
+    statuses = SessionEvent.objects.filter(session=OuterRef("pk"), kind=SessionEventKind.STATUS)
+    recent = statuses.filter(created_at__gte=rate_since).order_by().values("session").annotate(n=Count("id"))
+    latest = statuses.order_by("-id")
+    sessions = UserSession.objects.filter(project_id=issue.project_id, session_id__in=reported).annotate(
+        recent_statuses=Coalesce(Subquery(recent.values("n"), output_field=IntegerField()), Value(0)),
         last_stage=Subquery(latest.values("payload__stage")[:1]),
         last_issue=Subquery(latest.values("issue_id")[:1]),
     )
-
-
-def affected_sessions(*, issue: Issue):
-    """The sessions with a report of `issue` within the stream window (server-minted ids only:
-    a report's session id that no session of ours carries is not a stream)."""
-    since = timezone.now() - timedelta(seconds=settings.KAIZEN_STREAM_SESSION_WINDOW_SECONDS)
-    reported = (
-        Occurrence.objects.filter(issue_id=issue.pk, received_at__gte=since).exclude(session_id="").values("session_id")
-    )
-    return UserSession.objects.filter(project_id=issue.project_id, session_id__in=reported)
+    return [
+        Target(
+            pk=s.pk,
+            session_id=s.session_id,
+            user_name=s.user_name,
+            recent_statuses=s.recent_statuses,
+            last_stage=s.last_stage,
+            last_issue=None if s.last_issue is None else str(s.last_issue),
+        )  # fmt: skip
+        for s in sessions.only("pk", "session_id", "user_name")
+    ]
 
 
 def issue_event_fanout(*, event: IssueEvent) -> None:
@@ -115,23 +186,71 @@ def issue_event_fanout(*, event: IssueEvent) -> None:
     transaction.on_commit(lambda: issue_event_deliver(event_id=event_id), robust=True)
 
 
-def issue_event_deliver(*, event_id: int) -> list[SessionEvent]:
-    """One status per session affected by the event's issue, bulk-inserted, then published."""
+def issue_event_deliver(*, event_id: int) -> list[dict[str, Any]]:
+    """One status per session affected by the event's issue, inserted in one statement, then
+    published; returns the events as published. The words depend only on the user's (first) name:
+    each distinct one is rendered once, and the rows share its payload."""
     event = IssueEvent.objects.select_related("issue").filter(pk=event_id).first()
     if event is None:
         return []
-    issue = event.issue
-    rows = []
-    sessions = _with_rate_state(affected_sessions(issue=issue))
-    for session in sessions.only("pk", "session_id", "user_name"):
+    issue, issue_key = event.issue, str(event.issue_id)
+    names: dict[str, str] = {}  # user name → the name the words use
+    payloads: dict[str, dict[str, Any]] = {}  # the name the words use → payload
+    told: list[tuple[Target, dict[str, Any]]] = []
+    for target in affected_sessions(issue=issue):
         # A stage is not told twice in a row; told in between about another issue, it is again.
-        last_stage = session.last_stage if str(session.last_issue) == str(issue.pk) else None
-        if not status_allowed(stage=event.stage, last_stage=last_stage, recent=session.recent_statuses):
+        last_stage = target.last_stage if target.last_issue == issue_key else None
+        if not status_allowed(stage=event.stage, last_stage=last_stage, recent=target.recent_statuses):
             continue
-        payload = status_payload(issue_id=issue.pk, stage=event.stage, issue_type=issue.type,
-                                 name=session.user_name, worded=event.message, at=event.created_at)  # fmt: skip
-        rows.append(SessionEvent(session=session, issue_id=issue.pk, kind=SessionEventKind.STATUS, payload=payload))
-    return _store_and_publish(rows)
+        if (name := names.get(target.user_name)) is None:
+            name = names[target.user_name] = messages.display_name(target.user_name)
+        if name not in payloads:
+            payloads[name] = status_payload(issue_id=issue.pk, stage=event.stage, issue_type=issue.type, name=name,
+                                            worded=event.message, at=event.created_at)  # fmt: skip
+        told.append((target, payloads[name]))
+    if not told:
+        return []
+    ids = _statuses_insert(issue_id=issue.pk, told=told)
+    # What event_wire makes of a stored event, without building a model instance per row.
+    wire = [
+        {"id": pk, "s": target.session_id, "k": SessionEventKind.STATUS.value, "d": payload}
+        for pk, (target, payload) in zip(ids, told, strict=True)
+    ]
+    transaction.on_commit(lambda: wire_publish(wire=wire), robust=True)
+    return wire
+
+
+def _statuses_insert(*, issue_id, told: list[tuple[Target, dict[str, Any]]]) -> list[int]:
+    """Insert one issue's statuses with one INSERT ... SELECT ... RETURNING id, in `told`'s order.
+    The rows go as one JSON document made by orjson, each distinct payload once: bulk_create (a JSON
+    adapter and five parameters per row) and array parameters (escaped element by element in
+    Python) took longer for a thousand rows than the insert itself."""
+    if connection.vendor != "postgresql":
+        rows = [SessionEvent(session_id=target.pk, issue_id=issue_id, kind=SessionEventKind.STATUS, payload=payload)
+                for target, payload in told]  # fmt: skip
+        return [row.pk for row in SessionEvent.objects.bulk_create(rows)]  # ids come back on SQLite too
+    index: dict[int, int] = {}  # id(payload) → its place in `payloads`
+    payloads, rows = [], []
+    for target, payload in told:
+        if id(payload) not in index:
+            index[id(payload)] = len(payloads)
+            payloads.append(payload)
+        rows.append((target.pk, index[id(payload)]))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {SessionEvent._meta.db_table} (session_id, issue_id, kind, payload, created_at) "  # noqa: S608 - our table
+            "SELECT (r.row ->> 0)::bigint, %(issue)s, %(kind)s, %(payloads)s::jsonb -> (r.row ->> 1)::int, %(now)s "
+            "FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS r(row, n) ORDER BY r.n RETURNING id",
+            {
+                "issue": issue_id,
+                "kind": SessionEventKind.STATUS.value,
+                "payloads": orjson.dumps(payloads).decode(),
+                "now": timezone.now(),
+                "rows": orjson.dumps(rows).decode(),
+            },
+        )
+        # RETURNING comes in the order the rows were inserted (bulk_create relies on it too).
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def occurrences_status(*, records: Sequence[dict[str, Any]]) -> None:
@@ -229,11 +348,15 @@ def event_wire(event: SessionEvent) -> dict[str, Any]:
 
 
 def events_publish(*, events: Iterable[SessionEvent]) -> None:
+    """Wake the streams for stored events (see wire_publish)."""
+    wire_publish(wire=[event_wire(e) for e in events])
+
+
+def wire_publish(*, wire: list[dict[str, Any]]) -> None:
     """Wake the streams: one pipeline of PUBLISHes, each carrying a chunk of events. Without
     Redis the streams poll; if Redis fails, they find the events at their next database read."""
     if not settings.REDIS_URL:
         return
-    wire = [event_wire(e) for e in events]
     try:
         pipe = redis_client.get().client.pipeline(transaction=False)
         for start in range(0, len(wire), PUBLISH_CHUNK):

@@ -8,9 +8,12 @@ import orjson
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from healing import messages
 from healing.loop.stages import issue_move
-from healing.models import AuditEntry, SessionEvent, Stage
+from healing.models import AuditEntry, IssueEvent, SessionEvent, Stage
 from healing.stream import fanout
 from tests.factories import IssueFactory, ProjectFactory
 from tests.healing.stream.conftest import reported, session_new
@@ -114,6 +117,36 @@ def test_a_flapping_issue_is_capped_and_the_final_word_still_gets_through(
     # Fixed got through; past the hard cap even a final status waits for the next minute.
     assert [s["stage"] for s in statuses(user_session)][3:] == ["escalated", "resolved"]
     assert len(statuses(user_session)) == settings.KAIZEN_STREAM_HARD_CAP
+
+
+def test_each_user_reads_their_own_name_and_more_sessions_cost_no_more_queries(project, issue):
+    """Words are rendered once per first name and shared by the rows: each user still reads their
+    own. The sessions, their rate state and the insert are one statement each, for any number."""
+    ada, ada_too = session_new(project=project, name="Ada Lovelace"), session_new(project=project, name="Ada Byron")
+    grace, nameless = session_new(project=project, name="Grace"), session_new(project=project)
+    for session in (ada, ada_too, grace, grace, nameless):  # Grace reported twice: told once
+        reported(session=session, issue=issue)
+    messages.progress(stage=Stage.DETECTED)  # the learned durations and the templates, cached
+    messages.template_text(message_stage="DETECTED", issue_type=issue.type)
+
+    event = IssueEvent.objects.create(issue=issue, stage=Stage.DETECTED)
+    with CaptureQueriesContext(connection) as few:
+        wire = fanout.issue_event_deliver(event_id=event.pk)
+    worded = {e["s"]: e["d"]["message"] for e in wire}
+    assert worded == {
+        ada.session_id: "Looks like that click didn't do anything, Ada. We noticed, and we're on it.",
+        ada_too.session_id: "Looks like that click didn't do anything, Ada. We noticed, and we're on it.",
+        grace.session_id: "Looks like that click didn't do anything, Grace. We noticed, and we're on it.",
+        nameless.session_id: "Looks like that click didn't do anything. We noticed, and we're on it.",
+    }
+    assert {e["id"]: e["d"] for e in wire} == {e.pk: e.payload for e in SessionEvent.objects.all()}
+
+    for n in range(6):
+        reported(session=session_new(project=project, name=f"User{n}"), issue=issue)
+    event = IssueEvent.objects.create(issue=issue, stage=Stage.DIAGNOSING)
+    with CaptureQueriesContext(connection) as more:
+        wire = fanout.issue_event_deliver(event_id=event.pk)
+    assert len(wire) == 10 and len(more) == len(few) == 3  # the event, the sessions, the insert
 
 
 def test_the_same_stage_is_not_told_twice():
