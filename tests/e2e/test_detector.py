@@ -81,6 +81,8 @@ def log_in(page, name: str = "alice") -> None:
     page.fill("#user", name)
     page.click("#login")
     page.wait_for_function("document.getElementById('who').textContent !== ''")
+    # The page then shows the balance: a click before that lands would see the page change.
+    page.wait_for_function("document.getElementById('balance').textContent !== '\u2013'")
 
 
 def test_the_session_bug_is_detected_from_the_failed_request(browser_page, demo_site):

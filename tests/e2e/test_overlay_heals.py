@@ -80,6 +80,8 @@ def _log_in(page, name: str) -> None:
     page.fill("#password", "any password")
     page.click("#login")
     page.wait_for_function("document.getElementById('who').textContent !== ''")
+    # The page then shows the balance: a click before that lands would see the page change.
+    page.wait_for_function("document.getElementById('balance').textContent !== '\u2013'")
 
 
 def _check_walkthrough(page, *, scenario: str, statuses: list[dict], artifacts) -> None:
