@@ -64,6 +64,7 @@ def make_run(tmp_path):
     """Starts `make run` in its own session at a free port; stops the whole process group."""
     base = f"http://127.0.0.1:{_free_port()}"
     stream = f"http://127.0.0.1:{_free_port()}"  # by default the next port: not sure to be free here
+    mark = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "DJANGO_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="kaizen_site.settings",
@@ -74,6 +75,7 @@ def make_run(tmp_path):
         KAIZEN_VAR_DIR=str(tmp_path / "var"),
         PORT="5000",  # what honcho would hand the web server if left alone
         WEB_CONCURRENCY="1",
+        MAKE_RUN_TEST_MARK=mark,  # every process it starts inherits it: found and stopped at the end
     )
     log_path = tmp_path / "make-run.log"
     with log_path.open("wb") as log:
@@ -99,6 +101,32 @@ def make_run(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)  # whatever outlived the graceful stop
         except ProcessLookupError:
             pass
+        # honcho's children may sit in process groups of their own: a worker left running would
+        # take the next tests' tasks from the shared Redis. Stop every process carrying the mark.
+        _kill_marked(mark)
+
+
+def _kill_marked(mark: str) -> None:
+    needle = f"MAKE_RUN_TEST_MARK={mark}".encode()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        marked = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if needle in (proc / "environ").read_bytes().split(b"\0"):
+                    marked.append(int(proc.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        if not marked:
+            return
+        for pid in marked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
 
 
 def _wait_for_health(base: str, process: subprocess.Popen, log_path: Path) -> dict:
