@@ -9,7 +9,6 @@ demo page's own report, and the API docs must all work there.
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,18 +21,12 @@ import pytest
 from django.conf import settings
 
 from healing.models import Occurrence
-from tests.healing.ingest.test_stream import _database_url
+from tests.processes import database_url, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(settings.BASE_DIR)
 START_SECONDS = 180  # two shared cores: migrations, collectstatic and five processes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, *, timeout: float = 5) -> tuple[int, bytes]:
@@ -62,13 +55,13 @@ def _post_as_the_demo_page(base: str, key: str, body: dict) -> tuple[int, dict]:
 @pytest.fixture
 def make_run(tmp_path):
     """Starts `make run` in its own session at a free port; stops the whole process group."""
-    base = f"http://127.0.0.1:{_free_port()}"
-    stream = f"http://127.0.0.1:{_free_port()}"  # by default the next port: not sure to be free here
+    base = f"http://127.0.0.1:{free_port()}"
+    stream = f"http://127.0.0.1:{free_port()}"  # by default the next port: not sure to be free here
     mark = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "DJANGO_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="kaizen_site.settings",
-        DATABASE_URL=_database_url(),
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         KAIZEN_PUBLIC_URL=base,
         KAIZEN_STREAM_URL=stream,

@@ -19,6 +19,7 @@ from django.db.models import F
 from flags import evaluate, services
 from flags.evaluate import flag_enabled
 from flags.models import Flag, SnapshotVersion
+from tests.processes import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,12 +84,6 @@ def test_a_writer_sees_its_change_at_once_and_a_rollback_leaves_no_trace(transac
     assert flag_enabled(project_id=project.id, key=flag.key, user_id="7")  # no poll needed after commit
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 EVALUATOR = textwrap.dedent(
     """
     import sys
@@ -110,7 +105,7 @@ def test_another_process_sees_a_change(transactional_db, make_flag, project):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": conf.REDIS_URL,
     }
     other = subprocess.Popen(  # noqa: S603 - our own interpreter and script

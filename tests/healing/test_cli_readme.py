@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from healing.models import AuditEntry, Change, ChangeStatus, Component
-from tests.healing.ingest.test_stream import _database_url
+from tests.processes import database_url
 
 ROOT = Path(settings.BASE_DIR)
 SECTION = "### Kaizen tickets from the command line"
@@ -49,7 +49,7 @@ def test_the_readme_block_runs_in_order_on_a_fresh_install(tmp_path):
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",
         # Where `make run` would keep its data; here, the test's own database and Redis.
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "KAIZEN_VAR_DIR": str(tmp_path / "var"),
     }

@@ -18,6 +18,7 @@ from flags.rollout.engine import rollouts_sweep
 from flags.rollout.start import rollout_start
 from healing.models import Change, ChangeStatus
 from tests.flags.rollout.support import KEY, ROOT, phases, verified_change
+from tests.processes import database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -25,17 +26,11 @@ pytestmark = pytest.mark.django_db
 # --- A real worker ----------------------------------------------------------------------------
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _worker(log: Path, **env) -> subprocess.Popen:
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": conf.REDIS_URL,
         "CELERY_BROKER_URL": conf.CELERY_BROKER_URL,
         **env,

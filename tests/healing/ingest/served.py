@@ -7,7 +7,6 @@ through a real server use this one, so they exercise what production runs.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings
-from django.db import connection
+
+from tests.processes import database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -31,21 +31,7 @@ def procfile_command(name: str) -> str:
     raise AssertionError(f"no {name}: line in the Procfile")
 
 
-def database_url() -> str:
-    """The test database, as a URL a second process can open."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 METRICS_TOKEN = "served-metrics-token"  # noqa: S105 - a test server's
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -28,8 +28,7 @@ from healing.ingest.accept import record_build
 from healing.models import AuditEntry, IngestDeadLetter, Issue, Occurrence, issue_id_for
 from healing.projects import project_for_key
 from kaizen_site import redis_client
-from tests.healing.ingest.served import free_port as _free_port
-from tests.healing.ingest.test_stream import _database_url
+from tests.processes import database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
@@ -113,7 +112,7 @@ def database_unreachable() -> Iterator[None]:
     saved = dict(connection.settings_dict)
     connection.close()
     if connection.vendor == "postgresql":
-        connection.settings_dict["PORT"] = str(_free_port())
+        connection.settings_dict["PORT"] = str(free_port())
     else:
         connection.settings_dict["NAME"] = "/nonexistent/kaizen/db.sqlite3"
     try:
@@ -191,7 +190,7 @@ class RedisServer:
 
 @pytest.fixture
 def own_redis(settings, tmp_path) -> Iterator[RedisServer]:
-    server = RedisServer(port=_free_port(), workdir=tmp_path)
+    server = RedisServer(port=free_port(), workdir=tmp_path)
     server.start()
     settings.REDIS_URL = server.url
     settings.KAIZEN_INGEST_MODE = "stream"
@@ -285,7 +284,7 @@ def _wait_stored(n: int, timeout: float = 20.0) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_consumer_command_never_exits_on_a_redis_outage(project_key, own_redis):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings", "DATABASE_URL": _database_url(),
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings", "DATABASE_URL": database_url(),
            "REDIS_URL": own_redis.url, "KAIZEN_INGEST_MODE": "stream"}  # fmt: skip
     consumer = subprocess.Popen(  # noqa: S603 - our own command
         [sys.executable, "manage.py", "ingest_consumer", "--name", "survivor"],

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from healing.ingest import consumer, outbox
 from healing.ingest.accept import record_build, reports_accept
 from healing.models import IngestDeadLetter, Issue, Occurrence
 from healing.projects import project_for_key
 from kaizen_site import redis_client
+from tests.processes import database_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -129,7 +129,7 @@ def test_consumer_killed_mid_batch_loses_nothing(project_key, drain):
             __import__("orjson").dumps(record_build(project=auth, report=r, source="native")) for r in _reports(n)
         ],
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings", "DATABASE_URL": _database_url()}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings", "DATABASE_URL": database_url()}
     consumer = subprocess.Popen(
         [sys.executable, "manage.py", "ingest_consumer", "--batch", "100", "--name", "doomed"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -146,11 +146,3 @@ def test_consumer_killed_mid_batch_loses_nothing(project_key, drain):
     assert 0 < stored_before < n, "the consumer should be killed mid-stream"
     drain(consumer="rescuer", claim_idle_ms=0)
     _assert_exactly_once(n)
-
-
-def _database_url() -> str:
-    """The test database, as a URL a second process can open."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"

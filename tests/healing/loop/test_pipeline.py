@@ -24,6 +24,7 @@ from healing.models import (
     RemediationRun,
     Stage,
 )
+from tests.processes import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -262,13 +263,11 @@ def test_a_real_worker_heals_the_issue_end_to_end(sandbox, settings):
     import time
     from pathlib import Path
 
-    from tests.healing.ingest.test_stream import _database_url
-
     root = Path(__file__).resolve().parents[3]
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "KAIZEN_DEMO": "1",
         "KAIZEN_SANDBOX_MODE": "1",
         "KAIZEN_SANDBOX_SECRET": settings.KAIZEN_SANDBOX_SECRET,

@@ -20,8 +20,8 @@ from healing.loop import pipeline, sweep, verify
 from healing.loop.stages import StageMoveError, issue_move
 from healing.models import AuditEntry, Change, ChangeStatus, Issue, IssueEvent, Project, Stage
 from tests.factories import IssueFactory
-from tests.healing.ingest.test_stream import _database_url
 from tests.healing.loop.test_pipeline import GENERATE, stages
+from tests.processes import database_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -144,7 +144,7 @@ def test_a_worker_killed_mid_verification_is_resumed_by_the_sweep(sandbox, setti
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaizen_site.test_settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "KAIZEN_DEMO": "1",
         "KAIZEN_SANDBOX_MODE": "1",
         "KAIZEN_SANDBOX_SECRET": settings.KAIZEN_SANDBOX_SECRET,

@@ -13,7 +13,8 @@ import requests
 from django.conf import settings
 from django.db import connection
 
-from tests.e2e.conftest import _database_url, free_port, procfile_commands
+from tests.e2e.conftest import procfile_commands
+from tests.processes import database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -30,7 +31,7 @@ def stream_server(*, var_dir: Path, redis_url: str, **env_extra: str):
         "DJANGO_SETTINGS_MODULE": "kaizen_site.settings",
         "DEBUG": "0",
         "SECRET_KEY": settings.SECRET_KEY,  # tokens signed here are checked there
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": redis_url,
         "KAIZEN_INGEST_MODE": "auto",
