@@ -1,5 +1,6 @@
 """What the benchmarks share: scratch databases, subprocesses, waiting for a server, wrk and its figures."""
 
+import gc
 import math
 import os
 import re
@@ -320,4 +321,14 @@ def open_loop_get(*, url: str, paths: list[str], rate: float, seconds: float, ma
         figures["max"] = max(latencies, default=float("nan"))
         return figures
 
-    return asyncio.run(run())
+    # The generator must not stall: a garbage collection over this process's heap (Django, a
+    # bench's data) would delay sends and reads and be charged to the server. Collect now, then
+    # not again until the run is over.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return asyncio.run(run())
+    finally:
+        gc.enable()
+        gc.unfreeze()

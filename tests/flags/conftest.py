@@ -32,6 +32,7 @@ def clock(monkeypatch):
 
         def advance(self, seconds: float) -> None:
             self.now += seconds
+            evaluate.tick()  # in real time, the ticker would have beaten meanwhile
 
     fake = Clock()
     monkeypatch.setattr(evaluate, "_clock", fake)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,27 @@ def test_evaluations_after_the_first_run_no_query(transactional_db, make_flag, p
     with django_assert_num_queries(0):
         for n in range(1000):
             flag_enabled(project_id=project.id, key="new-checkout", user_id=str(n))
+
+
+def test_evaluations_read_no_clock_and_the_ticker_sends_them_back_to_the_snapshot(
+    transactional_db, make_flag, project, monkeypatch
+):
+    flag = make_flag(enabled=True, rollout_percentage=0)
+    assert not flag_enabled(project_id=project.id, key=flag.key, user_id="7")
+    ticker = [t for t in threading.enumerate() if t.name == "kaizen-flags-ticker"]
+    assert len(ticker) == 1 and ticker[0].is_alive() and ticker[0].daemon
+
+    def no_clock():
+        raise AssertionError("flag_enabled read the clock")
+
+    monkeypatch.setattr(evaluate, "_clock", no_clock)
+    for n in range(100):
+        flag_enabled(project_id=project.id, key=flag.key, user_id=str(n))
+    assert project.id in evaluate._fast
+    deadline = time.monotonic() + 5
+    while project.id in evaluate._fast and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert project.id not in evaluate._fast, "the ticker never emptied the fast map"
 
 
 def test_a_change_reaches_other_processes_through_the_redis_version(transactional_db, make_flag, project, clock):
@@ -162,7 +184,9 @@ def test_a_pid_change_without_fork_hooks_drops_the_snapshot(transactional_db, ma
     flag = make_flag(enabled=True, rollout_percentage=0)
     assert not flag_enabled(project_id=project.id, key=flag.key, user_id="7")
     Flag.objects.filter(pk=flag.pk).update(rollout_percentage=100)
-    # As after a fork that bypassed os.register_at_fork: the state says another pid, poll due.
+    # As after a fork that bypassed os.register_at_fork: the state says another pid, poll due;
+    # the next evaluation after a tick finds out.
     evaluate._state.pid, evaluate._state.next_poll = -1, 0.0
+    evaluate.tick()
     assert flag_enabled(project_id=project.id, key=flag.key, user_id="7")
     assert evaluate._state.pid == os.getpid()
