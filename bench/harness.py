@@ -137,10 +137,11 @@ def procfile_command(*, name: str) -> str:
     raise SystemExit(f"no {name}: line in the Procfile")
 
 
-def procfile_argv(*, name: str) -> list[str]:
+def procfile_argv(*, name: str, extra: str = "") -> list[str]:
     """The Procfile's process `name` as honcho runs it: through a shell (its variables, such as
-    PORT, come from the environment), with this virtualenv's programs first on the PATH."""
-    return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; exec {procfile_command(name=name)}']
+    PORT, come from the environment), with this virtualenv's programs first on the PATH; `extra`
+    is appended to its command line."""
+    return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; exec {procfile_command(name=name)} {extra}']
 
 
 WEB_WORKERS, WEB_THREADS = 2, 64  # the Procfile's defaults (WEB_CONCURRENCY, WEB_THREADS)

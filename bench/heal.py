@@ -32,7 +32,6 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (  # noqa: E402
-    BIN,
     ROOT,
     Processes,
     free_port,
@@ -99,11 +98,8 @@ def start(procs: Processes) -> None:
         argv=procfile_argv(name="web"),
     )
     procs.start(name="consumer", env=env, argv=[sys.executable, "manage.py", "ingest_consumer"])
-    for name, queues in (("urgent", "P0,P1,notify,ops"), ("routine", "P2,P3,research")):
-        procs.start(name=name, env=env, argv=[
-            str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
-            "--concurrency", "2", "--loglevel", "WARNING",
-        ])  # fmt: skip
+    for name in ("urgent", "routine"):  # the Procfile's worker groups, as make run starts them
+        procs.start(name=name, env=env, argv=procfile_argv(name=name))
     wait_http(url=f"{BASE}/healthz", procs=procs, name="web")
     time.sleep(3)  # the workers connect to the broker
 

@@ -8,8 +8,8 @@ That is an upper bound of enqueue → start: it also holds the HTTP request and 
 consumer's drain of the Redis stream into the database, which happen before the enqueue.
 
 How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
-broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
-and `routine` (P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
+broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,notify,ops)
+and `routine` (P1,P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
 each) is queued on P3 so the routine worker stays busy, then P0 reports are sent over ~5 s.
 Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
 the queue the P0 issues also go to. `--work sleep` makes the busywork sleep instead of burning CPU,
@@ -106,12 +106,17 @@ def consumer_start(procs: Processes) -> None:
     procs.start(name="consumer", argv=[sys.executable, "manage.py", "ingest_consumer"])
 
 
-def worker_start(procs: Processes, name: str, queues: str, concurrency: int) -> None:
-    """A worker as the Procfile runs it, plus the busywork task; returns once it is ready."""
-    procs.start(name=name, argv=[
-        str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
-        "--concurrency", str(concurrency), "-P", "prefork", "--loglevel", "INFO", "--include", "bench.busywork",
-    ])  # fmt: skip
+def worker_start(procs: Processes, name: str, queues: str | None = None, concurrency: int = 2) -> None:
+    """The Procfile's worker group `name` (or, given `queues`, one worker on those queues), plus
+    the busywork task; returns once it is ready."""
+    if queues is None:
+        argv = procfile_argv(name=name, extra="--include bench.busywork")
+    else:
+        argv = [
+            str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
+            "--concurrency", str(concurrency), "-P", "prefork", "--loglevel", "INFO", "--include", "bench.busywork",
+        ]  # fmt: skip
+    procs.start(name=name, argv=argv)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         procs.check(name=name)
@@ -300,9 +305,10 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     from django.conf import settings
 
     groups = settings.CELERY_WORKER_GROUPS
-    print(f"isolated queues: worker `urgent` [{groups['urgent']}] ×2, worker `routine` [{groups['routine']}] ×2")
-    worker_start(procs, "urgent", groups["urgent"], 2)
-    worker_start(procs, "routine", groups["routine"], 2)
+    print(f"isolated queues, the Procfile's worker groups: `urgent` [{groups['urgent']}], "
+          f"`routine` [{groups['routine']}]")  # fmt: skip
+    worker_start(procs, "urgent")
+    worker_start(procs, "routine")
 
     warm = reports_send(base_url, key, tag=f"{tag}-warm", count=WARM_UP_REPORTS, over=0.0)
     severities_check(list(warm))

@@ -5,6 +5,10 @@ the 2xx: appended to the Redis stream that `healing.ingest.consumer` drains into
 (the "stream" mode, chosen when Redis is there), or written in its own transaction ("direct").
 When Redis fails in stream mode, the reports are written directly instead: the answer is still
 a 2xx, and only a database that fails too makes it a 503.
+
+A report the classification rules make P0 (money taken, data lost, the product down) does not
+queue behind a flood in the stream: it is written directly and its issue's work published at
+once, even in stream mode. Should the database fail, it goes through the stream like the rest.
 """
 
 import logging
@@ -20,17 +24,17 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from pydantic import ValidationError
 from rest_framework.exceptions import Throttled
 
 from healing import metrics
-from healing.ingest import outbox, store
+from healing.ingest import classify, outbox, store
 from healing.ingest.errors import IngestError
 from healing.ingest.fingerprint import fingerprint_report
 from healing.ingest.redact import report_credentials_redact
 from healing.ingest.schemas import IssueReport
-from healing.models import issue_id_for
+from healing.models import Severity, issue_id_for
 from healing.projects import ProjectAuth
 from kaizen_site import redis_client
 
@@ -118,33 +122,76 @@ def reports_accept(*, project: ProjectAuth, reports: Sequence[dict[str, Any]], s
         return []
     records = [record_build(project=project, report=report, source=source) for report in reports]
     window = _quota_window()
-    stage = "detected"
     if settings.KAIZEN_INGEST_MODE != "stream":
         if not _quota_take(project=project, window=window, count=len(records)):
             raise Throttled(wait=window.retry_after)
         _records_store(records=records, publish=True)
+        stage = "detected"
+    elif _urgent(records) and _urgent_store(project=project, window=window, records=records):
+        stage = "detected"
     else:
-        try:
-            appended = redis_client.get().append_within_quota(
-                stream=settings.KAIZEN_INGEST_STREAM,
-                quota_key=window.key(project),
-                quota=project.rate_limit_per_minute,
-                ttl=QUOTA_WINDOW_SECONDS + 1,
-                payloads=[orjson.dumps(r) for r in records],
-            )
-            stage = "received"
-        except redis.RedisError as exc:
-            logger.warning("Redis failed; reports written straight to the database", extra={"error": str(exc)})
-            metrics.INGEST_FALLBACKS.inc(len(records))
-            appended = _local_quota_take(project=project, window=window, count=len(records))
-            if appended:
-                # The broker is usually this same Redis, and a publish to a broker that is down
-                # retries before it fails, holding every answer: the issues stay pending in the
-                # outbox and its sweep sends them once the broker is back.
-                _records_store(records=records, publish=False)
-        if not appended:
-            raise Throttled(wait=window.retry_after)
+        stage = _stream_append(project=project, window=window, records=records)
     return [Accepted(event_id=r["event_id"], issue_id=r["issue_id"], stage=stage) for r in records]
+
+
+def _stream_append(*, project: ProjectAuth, window: "QuotaWindow", records: list[dict[str, Any]]) -> str:
+    """Append to the stream within the quota; returns the stage to answer ("received", or
+    "detected" when Redis failed and the reports were written directly)."""
+    try:
+        appended = redis_client.get().append_within_quota(
+            stream=settings.KAIZEN_INGEST_STREAM,
+            quota_key=window.key(project),
+            quota=project.rate_limit_per_minute,
+            ttl=QUOTA_WINDOW_SECONDS + 1,
+            payloads=[orjson.dumps(r) for r in records],
+        )
+        stage = "received"
+    except redis.RedisError as exc:
+        logger.warning("Redis failed; reports written straight to the database", extra={"error": str(exc)})
+        metrics.INGEST_FALLBACKS.inc(len(records))
+        appended = _local_quota_take(project=project, window=window, count=len(records))
+        if appended:
+            # The broker is usually this same Redis, and a publish to a broker that is down
+            # retries before it fails, holding every answer: the issues stay pending in the
+            # outbox and its sweep sends them once the broker is back.
+            _records_store(records=records, publish=False)
+        stage = "detected"
+    if not appended:
+        raise Throttled(wait=window.retry_after)
+    return stage
+
+
+def _urgent(records: list[dict[str, Any]]) -> bool:
+    """Whether a report of the batch is P0 by the rules (before any escalation, which needs the
+    stored history). Rules unreadable: not urgent, the stream takes it."""
+    try:
+        rules = classify.active_rules()
+    except DatabaseError:
+        return False
+    return any(
+        classify.classify(report=r["report"], project_id=r["project_id"], rules=rules).severity == Severity.P0
+        for r in records
+    )
+
+
+def _urgent_store(*, project: ProjectAuth, window: "QuotaWindow", records: list[dict[str, Any]]) -> bool:
+    """Write a batch holding a P0 report directly and publish its issues' work now; the whole
+    batch, so that a 429 never follows a partial write. False, with nothing written, when Redis
+    (the quota's counter and the broker) or the database failed: the caller then sends the batch
+    the usual way, which copes with either being down (after a database failure its quota is
+    counted twice, which errs on refusing a little early rather than losing a report)."""
+    try:
+        within = _redis_quota_take(project=project, window=window, count=len(records))
+    except redis.RedisError:
+        return False
+    if not within:
+        raise Throttled(wait=window.retry_after)
+    try:
+        _records_store(records=records, publish=True)
+    except DatabaseError as exc:
+        logger.warning("urgent report not written directly, sent through the stream", extra={"error": str(exc)})
+        return False
+    return True
 
 
 def _records_store(*, records: list[dict[str, Any]], publish: bool) -> None:
@@ -181,18 +228,22 @@ def _quota_window() -> QuotaWindow:
 def _quota_take(*, project: ProjectAuth, window: QuotaWindow, count: int) -> bool:
     """Direct mode: counted in Redis when there is one, else in the cache the embedded default's
     processes share (one machine, where an approximate quota is enough)."""
-    key = window.key(project)
     if settings.REDIS_URL:
         try:
-            client = redis_client.get().client
-            used = client.incrby(key, count)
-            if used == count:
-                client.expire(key, QUOTA_WINDOW_SECONDS + 1)
+            return _redis_quota_take(project=project, window=window, count=count)
         except redis.RedisError:
             return _local_quota_take(project=project, window=window, count=count)
-    else:
-        cache.add(key, 0, timeout=QUOTA_WINDOW_SECONDS + 1)
-        used = cache.incr(key, count)
+    key = window.key(project)
+    cache.add(key, 0, timeout=QUOTA_WINDOW_SECONDS + 1)
+    return cache.incr(key, count) <= project.rate_limit_per_minute
+
+
+def _redis_quota_take(*, project: ProjectAuth, window: QuotaWindow, count: int) -> bool:
+    key = window.key(project)
+    client = redis_client.get().client
+    used = client.incrby(key, count)
+    if used == count:
+        client.expire(key, QUOTA_WINDOW_SECONDS + 1)
     return used <= project.rate_limit_per_minute
 
 

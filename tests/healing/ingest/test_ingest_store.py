@@ -122,8 +122,11 @@ def test_resolved_issue_reopens_on_a_new_occurrence(mode, post_report, drain, br
     assert broker.llen("P1") == 1
 
 
-def test_issues_are_routed_to_their_severity_queue_on_the_broker(mode, post_report, drain, broker):
-    post_report({"message": "I paid for credits but they are missing"})  # P0
+def test_issues_are_routed_to_their_severity_queue_on_the_broker(
+    mode, post_report, drain, broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):  # a P0 is written and published at the door
+        post_report({"message": "I paid for credits but they are missing"})  # P0
     post_report({"type": "SILENT_FAILURE", "message": "Export did nothing"})  # P1
     post_report({"type": "SLOW_RESPONSE", "message": "Dashboard slow"})  # P2
     post_report({"type": "UX_CONFUSION", "message": "Rage clicks"})  # P3
