@@ -3,7 +3,7 @@ while a P3 backlog drains.
 
     .venv/bin/python bench/notify.py [--notifications 10000] [--backlog 10000] [--pages 100]
 
-The real pieces: the Procfile's worker groups (`urgent`: P0,notify,ops; `routine`: P1,P2,P3,research;
+The real pieces: the Procfile's worker groups (`urgent`: P0,P1,notify,ops; `routine`: P2,P3,research;
 two prefork processes each) on a scratch PostgreSQL database and a Redis database as broker; the
 real Beams, Twilio, Slack/Discord and SMTP clients. The providers are answered on loopback: a fake
 HTTPS server (self-signed certificate, trusted through KAIZEN_BEAMS_CA_BUNDLE) answers Beams

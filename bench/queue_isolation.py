@@ -8,8 +8,8 @@ That is an upper bound of enqueue → start: it also holds the HTTP request and 
 consumer's drain of the Redis stream into the database, which happen before the enqueue.
 
 How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
-broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,notify,ops)
-and `routine` (P1,P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
+broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
+and `routine` (P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
 each) is queued on P3 so the routine worker stays busy, then P0 reports are sent over ~5 s.
 Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
 the queue the P0 issues also go to. `--work sleep` makes the busywork sleep instead of burning CPU,

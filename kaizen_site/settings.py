@@ -242,11 +242,8 @@ CELERY_TASK_ROUTES = {
     # The daily batch heals many minor issues in one run: on the P3 queue, never on the urgent workers.
     "healing.tasks.process_p3_batch": {"queue": "P3"},
 }
-# Worker groups: `urgent` never shares a process with a flood of lesser issues. P1 is routine
-# work: a storm of P1 issues (every request failing with a 5xx) must not hold the processes a
-# P0 (money taken, data lost) needs; the owner's alerts (notify) and the rollout sweeps (ops)
-# stay urgent.
-CELERY_WORKER_GROUPS = {"urgent": "P0,notify,ops", "routine": "P1,P2,P3,research"}
+# Worker groups: `urgent` never shares a process with a P2/P3 flood.
+CELERY_WORKER_GROUPS = {"urgent": "P0,P1,notify,ops", "routine": "P2,P3,research"}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # All periodic work, declared in one place; beat copies it into the admin-editable schedule.
 CELERY_BEAT_SCHEDULE = {
