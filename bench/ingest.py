@@ -7,12 +7,13 @@ workers are not started: the process_issue tasks wait on the broker, so the figu
 ingestion's own (in production the workers run on other machines).
 Load: wrk (Debian package `wrk`) on loopback, N connections for D seconds, half the reports
 opening a new issue and half repeating one of 100 (bench/ingest.lua).
-Printed: accepted/s, p50/p99 latency, errors, the CPU milliseconds per stored report of the web
-server, the consumer and the PostgreSQL backends (from /proc, over the measured window, drain
-included), the stream backlog sampled every second (the drain keeps pace when it stays flat),
-and once the stream is drained the database counts, which must equal the accepted reports. Then
-the same load against the baseline, a plain DRF ModelViewSet.create of the same payload into one
-table (bench/baseline), on each server.
+Printed: accepted/s, stored/s end to end (the reports in the database over the load and the
+drain after it: the ratio to the baseline is taken on this), p50/p99 latency, errors, the CPU
+milliseconds per stored report of the web server, the consumer and the PostgreSQL backends
+(from /proc, over the measured window, drain included), the stream backlog sampled every
+second (the drain keeps pace when it stays flat), and once the stream is drained the database
+counts, which must equal the accepted reports. Then the same load against the baseline, a plain
+DRF ModelViewSet.create of the same payload into one table (bench/baseline), on each server.
 
 Run: .venv/bin/python bench/ingest.py [--seconds 30] [--connections 32] [--servers granian,gunicorn] [--direct]
 Targets: >= 2.0x the DRF create baseline end to end, p99 <= 50 ms at 32 connections, zero lost.
@@ -122,6 +123,9 @@ def bench_kaizen(*, server: str, mode: str, seconds: int, connections: int, logs
     finally:
         procs.stop_all()
     result["stored"] = stored_count(KAIZEN_DB) - before
+    # End to end: what reached the database, over the load and the drain after it. A consumer
+    # that falls behind answers fast and stores late: this is the rate it really sustains.
+    result["end_to_end"] = result["stored"] / (seconds + result["drain_after_s"])
     result["cpu_ms"] = cpu_ms_per(before=cpu_before, after=cpu_after, count=result["stored"])
     with psycopg.connect(f"{PG}/{KAIZEN_DB}") as conn:
         result["issues"] = conn.execute("SELECT count(*) FROM healing_issue").fetchone()[0]
@@ -165,6 +169,7 @@ def bench_baseline(*, server: str, seconds: int, connections: int, logs: Path) -
     finally:
         procs.stop_all()
     result["stored"] = baseline_count() - before
+    result["end_to_end"] = result["per_second"]  # stored in its request
     result["cpu_ms"] = cpu_ms_per(before=cpu_before, after=cpu_after, count=result["stored"])
     return result
 
@@ -210,11 +215,13 @@ def main() -> None:
     print(f"\ningest, {args.connections} connections x {args.seconds} s, wrk on loopback, each server at "
           f"{WEB_WORKERS} processes x {WEB_THREADS} threads at most, {os.cpu_count()} cores, "
           f"{load_average()} at end")  # fmt: skip
-    print(f"{'':26}{'accepted/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sock err':>9}   CPU ms per report")
+    print(f"{'':26}{'accepted/s':>11}{'stored/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'sock err':>9}"
+          "   CPU ms per report")  # fmt: skip
     for name, r in rows:
         cpu = "  ".join(f"{proc} {ms:.2f}" for proc, ms in r["cpu_ms"].items())
-        print(f"{name:26}{r['per_second']:>11,.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['non_2xx']:>8.0f}"
-              f"{r['socket_errors']:>9.0f}   {cpu}")  # fmt: skip
+        print(f"{name:26}{r['per_second']:>11,.0f}{r['end_to_end']:>9,.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}"
+              f"{r['non_2xx']:>8.0f}{r['socket_errors']:>9.0f}   {cpu}")  # fmt: skip
+    print("stored/s: the reports in the database over the load and the drain after it (end to end)")
     for name, r in rows:
         if "backlog" not in r:
             continue
@@ -228,8 +235,9 @@ def main() -> None:
         targets = f"  target p99 <= {TARGET_P99_MS:.0f} ms: {r['p99']:.1f} ms {verdict(r['p99'] <= TARGET_P99_MS)}; "
         targets += f"0 lost: {lost:,.0f} {verdict(lost == 0)}"
         for server, base in baselines.items():
-            ratio = r["per_second"] / base["per_second"]
-            targets += f"; >= {TARGET_RATIO:.1f}x DRF create on {server}: {ratio:.2f}x {verdict(ratio >= TARGET_RATIO)}"
+            ratio = r["end_to_end"] / base["end_to_end"]
+            targets += (f"; >= {TARGET_RATIO:.1f}x DRF create on {server}, end to end: {ratio:.2f}x "
+                        f"{verdict(ratio >= TARGET_RATIO)}")  # fmt: skip
         print(targets)
 
 

@@ -161,6 +161,14 @@ def _stream_append(*, project: ProjectAuth, window: "QuotaWindow", records: list
     return stage
 
 
+# (project id, fingerprint) → whether the door found that issue's report P0, for the rules list
+# it was found with: a repeat of a known issue skips the rules' regular expressions. The door
+# only picks the way in; the consumer classifies every report again.
+_door_seen: dict[tuple[int, str], bool] = {}
+_door_rules: list[object] = [None]
+DOOR_SEEN_MAX = 10_000
+
+
 def _urgent(records: list[dict[str, Any]]) -> bool:
     """Whether a report of the batch is P0 by the rules (before any escalation, which needs the
     stored history). Rules unreadable: not urgent, the stream takes it."""
@@ -168,10 +176,21 @@ def _urgent(records: list[dict[str, Any]]) -> bool:
         rules = classify.active_rules()
     except DatabaseError:
         return False
-    return any(
-        classify.classify(report=r["report"], project_id=r["project_id"], rules=rules).severity == Severity.P0
-        for r in records
-    )
+    if _door_rules[0] is not rules:  # reloaded: what was found with the old rules may be wrong
+        _door_seen.clear()
+        _door_rules[0] = rules
+    for record in records:
+        key = (record["project_id"], record["fingerprint"])
+        p0 = _door_seen.get(key)
+        if p0 is None:
+            found = classify.classify(report=record["report"], project_id=record["project_id"], rules=rules)
+            p0 = found.severity == Severity.P0
+            if len(_door_seen) >= DOOR_SEEN_MAX:
+                _door_seen.clear()
+            _door_seen[key] = p0
+        if p0:
+            return True
+    return False
 
 
 def _urgent_store(*, project: ProjectAuth, window: "QuotaWindow", records: list[dict[str, Any]]) -> bool:

@@ -256,7 +256,8 @@ def _statuses_insert(*, issue_id, told: list[tuple[Target, dict[str, Any]]]) -> 
 def occurrences_status(*, records: Sequence[dict[str, Any]]) -> None:
     """Called by the ingest store inside its batch transaction: each reporting session of ours gets
     a status for its issue's current stage (the popup's first word from the server). No query when
-    no report carries a session id; otherwise one look-up and one insert, published after commit."""
+    no report carries a session id; otherwise one look-up of the sessions and, for those found,
+    one of their issues' stages and one insert, published after commit."""
     pairs = {
         (int(r["project_id"]), str(r["report"].get("session_id")), str(r["issue_id"]))
         for r in records
@@ -264,14 +265,18 @@ def occurrences_status(*, records: Sequence[dict[str, Any]]) -> None:
     }
     if not pairs:
         return
+    # One condition per project (a batch rarely holds more than a few): OR-ing a Q per report
+    # cost the consumer more than storing the batch.
+    session_ids: dict[int, set[str]] = {}
+    issues_by_session: dict[tuple[int, str], set[str]] = {}
+    for project_id, session_id, issue_id in pairs:
+        session_ids.setdefault(project_id, set()).add(session_id)
+        issues_by_session.setdefault((project_id, session_id), set()).add(issue_id)
     condition = Q()
-    for project_id, session_id, _ in pairs:
-        condition |= Q(project_id=project_id, session_id=session_id)
-    issues_by_session: dict[str, set[str]] = {}
-    for _, session_id, issue_id in pairs:
-        issues_by_session.setdefault(session_id, set()).add(issue_id)
+    for project_id, ids in session_ids.items():
+        condition |= Q(project_id=project_id, session_id__in=ids)
     since = timezone.now() - RATE_WINDOW
-    sessions = (
+    sessions = list(
         UserSession.objects.filter(condition)
         .annotate(
             recent_statuses=Coalesce(
@@ -288,12 +293,15 @@ def occurrences_status(*, records: Sequence[dict[str, Any]]) -> None:
                 Value(0),
             )
         )
-        .only("pk", "session_id", "user_name")
+        .only("pk", "project_id", "session_id", "user_name")
     )
-    issues = {str(i.pk): i for i in Issue.objects.filter(pk__in={p[2] for p in pairs}).only("id", "stage", "type")}
+    if not sessions:  # reports from pages without our detector's session, or from servers
+        return
+    wanted = {i for session in sessions for i in issues_by_session[(session.project_id, session.session_id)]}
+    issues = {str(i.pk): i for i in Issue.objects.filter(pk__in=wanted).only("id", "stage", "type")}
     rows = []
     for session in sessions:
-        for issue_id in sorted(issues_by_session.get(session.session_id, ())):
+        for issue_id in sorted(issues_by_session[(session.project_id, session.session_id)]):
             issue = issues.get(issue_id)
             if issue is None or not status_allowed(stage=issue.stage, last_stage=None, recent=session.recent_statuses):
                 continue

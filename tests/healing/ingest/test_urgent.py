@@ -6,7 +6,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from healing.models import EnqueueState, Issue, Occurrence
+from healing.ingest import classify
+from healing.models import ClassificationRule, EnqueueState, Issue, Occurrence
 from tests.healing.ingest.test_ingest_faults import database_unreachable, own_redis  # noqa: F401 - own_redis: a fixture
 
 PAID = {"type": "BILLING_ISSUE", "message": "I paid for 100 credits but my balance still shows 0", "user": {"id": "u1"}}
@@ -86,3 +87,17 @@ def test_a_p0_report_is_written_while_redis_is_down_and_its_work_sent_later(post
     issue = Issue.objects.get(pk=answer.json()["issue_id"])
     assert issue.severity == "P0"
     assert issue.enqueue_state == EnqueueState.PENDING  # the outbox's sweep sends it once Redis is back
+
+
+def test_the_door_classifies_an_issue_once_until_the_rules_change(post_report, drain, monkeypatch):
+    calls = []
+    real = classify.classify
+    monkeypatch.setattr(classify, "classify", lambda **kw: calls.append(kw["report"]["message"]) or real(**kw))
+    for _ in range(3):
+        assert post_report(SERVER_ERROR).json()["stage"] == "received"
+    assert calls == ["Generate failed"]
+    # The owner makes server errors P0: the reloaded rules are asked again, and the report goes in at once.
+    ClassificationRule.objects.filter(status_min=500).update(severity="P0")
+    classify.forget_rules()
+    assert post_report(SERVER_ERROR).json()["stage"] == "detected"
+    assert calls == ["Generate failed"] * 3  # the door again, then the store writing it at once

@@ -178,6 +178,31 @@ def test_a_batch_without_session_ids_costs_no_query(db, django_assert_num_querie
         fanout.occurrences_status(records=[{"project_id": 1, "issue_id": "x", "report": {"message": "m"}}])
 
 
+def _records(project, session_ids, issue):
+    return [
+        {"project_id": project.pk, "issue_id": str(issue.pk), "report": {"message": "m", "session_id": session_id}}
+        for session_id in session_ids
+    ]
+
+
+def test_a_batch_of_reports_from_sessions_costs_the_same_few_queries_at_any_size(project, django_assert_num_queries):
+    issue = IssueFactory(project=project)
+    known = [session_new(project=project) for _ in range(3)]
+    for size in (10, 500):
+        records = _records(project, [s.session_id for s in known] + [f"unknown-{n}" for n in range(size)], issue)
+        with django_assert_num_queries(3):  # the sessions, their issues' stages, one insert
+            fanout.occurrences_status(records=records)
+    with django_assert_num_queries(1):  # none of ours: the look-up only
+        fanout.occurrences_status(records=_records(project, [f"unknown-{n}" for n in range(500)], issue))
+
+
+def test_a_session_id_reported_to_another_project_reaches_no_stream(project):
+    session = session_new(project=project)
+    other = ProjectFactory()
+    fanout.occurrences_status(records=_records(other, [session.session_id], IssueFactory(project=other)))
+    assert SessionEvent.objects.count() == 0
+
+
 def test_a_report_under_someone_elses_made_up_session_id_reaches_no_stream(project, drain, post_report):
     post_report({"type": "ERROR", "message": "boom", "session_id": "not-minted-here"})
     drain()
