@@ -1,6 +1,7 @@
 """The WSGI application: reports through the lean handler, everything else through the whole
 middleware stack, with the same answers a client can see."""
 
+import gc
 import io
 import sys
 
@@ -69,3 +70,8 @@ def test_the_console_keeps_the_whole_stack():
     assert status.startswith("200")
     assert "csrftoken" in headers.get("set-cookie", "")  # CSRF middleware ran
     assert headers["x-frame-options"] == "DENY"
+
+
+def test_the_server_process_collects_garbage_less_often_and_never_rescans_its_start_up():
+    assert gc.get_threshold()[0] == wsgi.GC_GEN0_THRESHOLD
+    assert gc.get_freeze_count() > 10_000  # Django, the project's modules, the URL patterns
