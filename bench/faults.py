@@ -37,7 +37,16 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
-from bench.harness import BIN, ROOT, Processes, free_port, procfile_argv, recreate_database, wait_http  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BIN,
+    ROOT,
+    Processes,
+    demo_project_ready,
+    free_port,
+    procfile_argv,
+    recreate_database,
+    wait_http,
+)  # fmt: skip
 
 PYTHON = sys.executable
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -105,10 +114,6 @@ def env_for(*, port: int, redis_url: str) -> dict[str, str]:
         DATABASE_URL=f"{PG}/{DATABASE}", REDIS_URL=redis_url, KAIZEN_INGEST_STREAM=STREAM, KAIZEN_INGEST_MODE="stream",
     )  # fmt: skip
     return env
-
-
-def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # noqa: S603
 
 
 def post_reports(*, url: str, key: str, numbers: list[int], tally: Tally, deadline: float) -> None:
@@ -225,11 +230,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = env_for(port=port, redis_url=server.url)
     recreate_database(url=f"{PG}/{DATABASE}")
-    manage(env, "migrate", "--noinput")
-    manage(env, "kaizen_demo")
-    with psycopg.connect(f"{PG}/{DATABASE}", autocommit=True) as conn:
-        conn.execute("UPDATE healing_project SET rate_limit_per_minute = 1000000000")
-        key = conn.execute("SELECT public_key FROM healing_projectkey WHERE is_active").fetchone()[0]
+    key = demo_project_ready(env=env)
 
     procs = Processes(logs=logs)
     tally, log, injected = Tally(), [], []

@@ -39,6 +39,7 @@ from bench.harness import (  # noqa: E402
     Processes,
     cpu_ms_per,
     cpu_sample,
+    demo_project_ready,
     free_port,
     load_average,
     recreate_database,
@@ -62,11 +63,6 @@ def env_for(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(DEBUG="0", SECRET_KEY="bench", PORT=str(PORT), **extra)
     return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    return done.stdout
 
 
 def load(*, key: str, seconds: int, connections: int) -> dict:
@@ -93,11 +89,7 @@ def bench_kaizen(*, server: str, mode: str, seconds: int, connections: int, logs
     env = env_for(
         DATABASE_URL=f"{PG}/{KAIZEN_DB}", REDIS_URL=REDIS_URL, KAIZEN_INGEST_STREAM=STREAM, KAIZEN_INGEST_MODE=mode
     )
-    manage(env, "migrate", "--noinput")
-    manage(env, "kaizen_demo")
-    with psycopg.connect(f"{PG}/{KAIZEN_DB}", autocommit=True) as conn:
-        conn.execute("UPDATE healing_project SET rate_limit_per_minute = 1000000000")
-        key = conn.execute("SELECT public_key FROM healing_projectkey WHERE is_active").fetchone()[0]
+    key = demo_project_ready(env=env)
     procs = Processes(logs=logs)
     try:
         procs.start(name="web", env=env, argv=web_argv(server=server, app="kaizen_site.wsgi:application", port=PORT))

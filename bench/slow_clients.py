@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import redis
 import requests
 
@@ -33,6 +32,7 @@ from bench.harness import (  # noqa: E402
     WEB_THREADS,
     WEB_WORKERS,
     Processes,
+    demo_project_ready,
     load_average,
     recreate_database,
     require_wrk,
@@ -40,7 +40,7 @@ from bench.harness import (  # noqa: E402
     wait_http,
     web_argv,
 )  # fmt: skip
-from bench.ingest import PG, PORT, PYTHON, REDIS_URL, STREAM, URL, env_for, manage  # noqa: E402
+from bench.ingest import PG, PORT, PYTHON, REDIS_URL, STREAM, URL, env_for  # noqa: E402
 
 DATABASE = "kaizen_bench_slow_clients"
 TARGET_P99_RATIO = 1.5
@@ -117,11 +117,7 @@ def bench_server(
     env = env_for(
         DATABASE_URL=f"{PG}/{DATABASE}", REDIS_URL=REDIS_URL, KAIZEN_INGEST_STREAM=STREAM, KAIZEN_INGEST_MODE="stream"
     )
-    manage(env, "migrate", "--noinput")
-    manage(env, "kaizen_demo")
-    with psycopg.connect(f"{PG}/{DATABASE}", autocommit=True) as conn:
-        conn.execute("UPDATE healing_project SET rate_limit_per_minute = 1000000000")
-        key = conn.execute("SELECT public_key FROM healing_projectkey WHERE is_active").fetchone()[0]
+    key = demo_project_ready(env=env)
     procs = Processes(logs=logs)
     try:
         argv = web_argv(server=server, app="kaizen_site.wsgi:application", port=PORT, threads=threads)
