@@ -3,16 +3,13 @@ Chromium (Debian's package, driven by Playwright with `executable_path`; never a
 browser) whose screenshots are kept as test artifacts."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.processes import database_url, free_port
+from tests.processes import database_url, free_port, processes_stop, procfile_start, wait_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,16 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def procfile_commands() -> dict[str, str]:
-    """The Procfile's command lines, by process name."""
-    commands = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if command.strip() and not name.startswith("#"):
-            commands[name.strip()] = command.strip()
-    return commands
 
 
 @pytest.fixture
@@ -82,57 +69,14 @@ def service(tmp_path, settings):
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env,
                    check=True, capture_output=True, timeout=120)  # fmt: skip
     running: dict[str, subprocess.Popen] = {}
-    commands = procfile_commands()
     try:
         for name in PROCESSES:
-            with (logs / f"{name}.log").open("w") as log:
-                # Through a shell, as honcho runs them: variables in a command line are expanded.
-                running[name] = subprocess.Popen(["/bin/sh", "-c", commands[name]], cwd=ROOT, env=env, stdout=log,
-                                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        _wait_healthy(base=base, web=running["web"], logs=logs)
-        _wait_healthy(base=stream, web=running["stream"], logs=logs, name="stream")
+            running[name] = procfile_start(name, env=env, log_path=logs / f"{name}.log")
+        wait_answering(f"{base}/healthz", proc=running["web"], log_path=logs / "web.log")
+        wait_answering(f"{stream}/healthz", proc=running["stream"], log_path=logs / "stream.log")
         yield {"base": base, "stream": stream, "var": tmp_path / "var", "logs": logs, "running": running}
     finally:
-        for proc in running.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in running.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        for proc in running.values():
-            _group_gone(proc.pid)
-
-
-def _group_gone(pgid: int) -> None:
-    """Wait until the whole process group has exited, not only its shell: a server still shutting
-    down holds database connections the test's teardown flush would deadlock with."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_healthy(*, base: str, web: subprocess.Popen, logs: Path, name: str = "web") -> None:
-    deadline = time.monotonic() + 90  # a loaded two-core machine boots Django slowly
-    while time.monotonic() < deadline:
-        assert web.poll() is None, (logs / f"{name}.log").read_text()[-3000:]
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the {name} process never answered /healthz:\n" + (logs / f"{name}.log").read_text()[-3000:])
+        processes_stop(running.values())
 
 
 @pytest.fixture(scope="session")

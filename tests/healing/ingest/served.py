@@ -6,29 +6,16 @@ through a real server use this one, so they exercise what production runs.
 """
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 
-from tests.processes import database_url, free_port
+from tests.processes import database_url, free_port, processes_stop, procfile_start, wait_answering
 
-ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-
-
-def procfile_command(name: str) -> str:
-    """The command line of the Procfile's process `name`."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        key, _, command = line.partition(":")
-        if key.strip() == name and not key.startswith("#"):
-            return command.strip()
-    raise AssertionError(f"no {name}: line in the Procfile")
 
 
 METRICS_TOKEN = "served-metrics-token"  # noqa: S105 - a test server's
@@ -53,31 +40,13 @@ def served(transactional_db, tmp_path):
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one worker: /metrics reads its own counters
     log_path = tmp_path / "web.log"
-    with log_path.open("w") as log:
-        # Through a shell, as honcho and platforms run a Procfile line: its variables are expanded.
-        server = subprocess.Popen(["/bin/sh", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    server = procfile_start("web", env=env, log_path=log_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90  # a loaded machine starts Django slowly
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the web process never answered:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_answering(f"{base}/healthz", proc=server, log_path=log_path)
         yield base
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        processes_stop([server])
 
 
 def served_counter(base: str, *, name: str, labels: dict[str, str]) -> float:

@@ -2,10 +2,7 @@
 Server-Sent Events reader."""
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,10 +10,8 @@ import requests
 from django.conf import settings
 from django.db import connection
 
-from tests.e2e.conftest import procfile_commands
-from tests.processes import database_url, free_port
+from tests.processes import database_url, free_port, processes_stop, procfile_start, wait_answering
 
-ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 
 
@@ -45,28 +40,13 @@ def stream_server(*, var_dir: Path, redis_url: str, **env_extra: str):
     }
     log_path = var_dir / "stream.log"
     var_dir.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(["/bin/sh", "-c", procfile_commands()["stream"]], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = procfile_start("stream", env=env, log_path=log_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                requests.get(f"{base}/api/v1/sessions/x/events", timeout=2)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "the stream server never answered:\n" + log_path.read_text()[-3000:]
-                time.sleep(0.2)
+        # Any answer will do: without Redis or a broker its /healthz says "degraded".
+        wait_answering(f"{base}/api/v1/sessions/x/events", proc=proc, log_path=log_path, accept=lambda status: True)
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        processes_stop([proc])
 
 
 class SSE:
