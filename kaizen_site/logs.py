@@ -19,14 +19,19 @@ def configure(*, json: bool, level: str) -> dict:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    # Tracebacks as plain text, without local variables (they may hold keys and users' data):
+    # JSON gets them as an "exception" string; the console prints them as Python would.
+    if json:
+        renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        renderers = [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
             "structured": {
                 "()": structlog.stdlib.ProcessorFormatter,
-                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
                 "foreign_pre_chain": SHARED_PROCESSORS,
             }
         },
