@@ -9,7 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 from kombu.exceptions import KombuError, OperationalError
+
+from kaizen_site.worker_priority import worker_started
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaizen_site.settings")
 
@@ -51,3 +54,9 @@ def task_publish(
         options["declare"] = []
     sent = app.send_task(name, args=list(args), kwargs=dict(kwargs or {}), queue=queue, **options)
     return sent.id
+
+
+@celeryd_after_setup.connect
+def _worker_priority(sender=None, instance=None, **_) -> None:
+    # After --queues is applied, before the pool forks: see kaizen_site.worker_priority.
+    worker_started(queues=instance.app.amqp.queues.consume_from)

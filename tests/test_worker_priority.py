@@ -1,0 +1,124 @@
+"""A worker that serves only background queues lowers its CPU priority, and its session's, at start.
+
+Each case runs in a child process: lowering a priority cannot be undone without privileges, and
+the test process must keep its own."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kaizen_site.worker_priority import BACKGROUND_NICE, background_only, cpu_yield, session_nice
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Prints this process's nice value and its session's ("/autogroup-12 nice 0"), after `code`.
+REPORT = """
+import json, os
+from kaizen_site.worker_priority import session_nice
+print(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0), "session": session_nice()}))
+"""
+
+
+def run_child(code: str, *, own_session: bool) -> dict:
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own code
+        [sys.executable, "-c", code + REPORT], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        start_new_session=own_session, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = {}  # the code may print a JSON line of its own before the report's
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            found |= json.loads(line)
+    return found
+
+
+@pytest.fixture(scope="module")
+def new_session_nice() -> int | None:
+    """What a process in a session of its own reads before anyone changes it.
+
+    Not this process's reading: a process that never left the first session shows an empty file
+    (it has no autogroup of its own), yet a new session gets one, with nice 0."""
+    return run_child("", own_session=True)["session"]
+
+
+@pytest.mark.parametrize(
+    ("queues", "background"),
+    [
+        (["P2", "P3", "research"], True),
+        (["P3"], True),
+        (["P0"], False),
+        (["P1", "notify", "ops"], False),
+        (["P2", "P1"], False),  # one urgent queue is enough to keep the priority
+        ([], False),
+    ],
+)
+def test_which_workers_are_background(queues, background):
+    assert background_only(queues) is background
+
+
+def test_the_routine_group_yields_the_cpu_through_the_worker_start_signal(new_session_nice):
+    """What `celery worker --queues P2,P3,research` does once its queues are set, before it forks."""
+    code = """
+import django, json; django.setup()
+from types import SimpleNamespace
+from unittest import mock
+from celery.signals import celeryd_after_setup
+from kaizen_site.celery import app
+app.amqp.queues.select(["P2", "P3", "research"])
+with mock.patch("kaizen_site.worker_priority.logger") as logger:
+    celeryd_after_setup.send(sender="routine@test", instance=SimpleNamespace(app=app), conf=app.conf)
+print(json.dumps({"changed": logger.info.call_args.kwargs["extra"]["changed"]}))
+"""
+    found = run_child(code, own_session=True)
+    assert found["nice"] == BACKGROUND_NICE
+    if new_session_nice is None:  # no autogroups: nothing to write
+        assert found["session"] is None
+    else:  # written where /proc allows it, and then the worker says so
+        changed = f"session nice {BACKGROUND_NICE}" in found["changed"]
+        assert found["session"] == (BACKGROUND_NICE if changed else new_session_nice)
+
+
+def test_urgent_and_critical_workers_keep_their_priority(new_session_nice):
+    code = """
+import django; django.setup()
+from types import SimpleNamespace
+from celery.signals import celeryd_after_setup
+from kaizen_site.celery import app
+for queues in (["P0"], ["P1", "notify", "ops"]):
+    app.amqp.queues.select(queues)
+    celeryd_after_setup.send(sender="urgent@test", instance=SimpleNamespace(app=app), conf=app.conf)
+"""
+    assert run_child(code, own_session=True) == {
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "session": new_session_nice,
+    }
+
+
+def test_a_worker_sharing_its_session_leaves_the_session_alone():
+    """Started from a shell, the shell's session (and whatever else runs in it) keeps its weight."""
+    before = session_nice()
+    found = run_child("from kaizen_site.worker_priority import cpu_yield; cpu_yield()", own_session=False)
+    assert found == {"nice": BACKGROUND_NICE, "session": before}
+    assert session_nice() == before
+
+
+def test_yielding_never_raises_a_priority_already_lower():
+    code = "import os\nos.setpriority(os.PRIO_PROCESS, 0, 15)\nfrom kaizen_site.worker_priority import cpu_yield\ncpu_yield()"
+    assert run_child(code, own_session=True)["nice"] == 15
+
+
+@pytest.mark.parametrize("content", ["", "garbage", "/autogroup-7 nice"])
+def test_an_unreadable_session_weight_is_left_alone(tmp_path, monkeypatch, content):
+    """Some sandboxes show /proc/self/autogroup but leave it empty: no weight to read, none written."""
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text(content)
+    monkeypatch.setattr("kaizen_site.worker_priority.AUTOGROUP", autogroup)
+    monkeypatch.setattr(os, "getsid", lambda pid: os.getpid())  # as if this process led its session
+    monkeypatch.setattr(os, "getpriority", lambda *args: BACKGROUND_NICE)  # nothing to lower here
+    assert session_nice() is None
+    assert cpu_yield() == []
+    assert autogroup.read_text() == content
