@@ -91,6 +91,8 @@ def setup() -> str:
 
 
 def start(procs: Processes) -> None:
+    from django.conf import settings
+
     env = dict(os.environ)
     procs.start(
         name="web",
@@ -98,7 +100,7 @@ def start(procs: Processes) -> None:
         argv=procfile_argv(name="web"),
     )
     procs.start(name="consumer", env=env, argv=[sys.executable, "manage.py", "ingest_consumer"])
-    for name in ("urgent", "routine"):  # the Procfile's worker groups, as make run starts them
+    for name in settings.CELERY_WORKER_GROUPS:  # the Procfile's worker groups, as make run starts them
         procs.start(name=name, env=env, argv=procfile_argv(name=name))
     wait_http(url=f"{BASE}/healthz", procs=procs, name="web")
     time.sleep(3)  # the workers connect to the broker

@@ -3,8 +3,8 @@ while a P3 backlog drains.
 
     .venv/bin/python bench/notify.py [--notifications 10000] [--backlog 10000] [--pages 100]
 
-The real pieces: the Procfile's worker groups (`urgent`: P0,P1,notify,ops; `routine`: P2,P3,research;
-two prefork processes each) on a scratch PostgreSQL database and a Redis database as broker; the
+The real pieces: the Procfile's worker groups (`critical`: P0; `urgent`: P1,notify,ops; `routine`:
+P2,P3,research) on a scratch PostgreSQL database and a Redis database as broker; the
 real Beams, Twilio, Slack/Discord and SMTP clients. The providers are answered on loopback: a fake
 HTTPS server (self-signed certificate, trusted through KAIZEN_BEAMS_CA_BUNDLE) answers Beams
 `publishes/users` with a `publishId` and Twilio `Messages.json` with a `sid`, and takes the chat
@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
-from bench.harness import BIN, Processes, free_port, load_average, percentile, recreate_database  # noqa: E402
+from bench.harness import Processes, free_port, load_average, percentile, procfile_argv, recreate_database  # noqa: E402
 
 TARGET_P99_MS = 2000.0
 PAGES_OVER_SECONDS = 10.0
@@ -199,12 +199,9 @@ def bench_env(*, beams_port: int, plain_port: int, smtp_port: int, ca: Path) -> 
     }
 
 
-def worker_start(procs: Processes, name: str, queues: str) -> None:
-    """A worker as the Procfile runs it; returns once it is ready."""
-    procs.start(name=name, argv=[
-        str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
-        "--concurrency", "2", "-P", "prefork", "--loglevel", "INFO",
-    ])  # fmt: skip
+def worker_start(procs: Processes, name: str) -> None:
+    """The Procfile's worker group `name`, as make run starts it; returns once it is ready."""
+    procs.start(name=name, argv=procfile_argv(name=name))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         procs.check(name=name)
@@ -351,9 +348,8 @@ def main() -> None:
     tag = uuid.uuid4().hex[:6]
     procs = Processes(logs=folder)
     try:
-        groups = settings.CELERY_WORKER_GROUPS
-        worker_start(procs, "urgent", groups["urgent"])
-        worker_start(procs, "routine", groups["routine"])
+        for name in settings.CELERY_WORKER_GROUPS:
+            worker_start(procs, name)
         if args.notifications:  # 0: only the P0 run
             run_throughput(procs, args.notifications, tag)
         waits = run_p0_under_backlog(procs, args.backlog, args.pages, tag)

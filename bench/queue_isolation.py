@@ -8,9 +8,10 @@ That is an upper bound of enqueue → start: it also holds the HTTP request and 
 consumer's drain of the Redis stream into the database, which happen before the enqueue.
 
 How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
-broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups, `urgent` (P0,P1,notify,ops)
-and `routine` (P2,P3,research), two prefork processes each. A backlog of busywork tasks (~50 ms
-each) is queued on P3 so the routine worker stays busy, then P0 reports are sent over ~5 s.
+broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups
+(settings.CELERY_WORKER_GROUPS: `critical` P0, `urgent` P1,notify,ops, `routine` P2,P3,research).
+A backlog of busywork tasks (~50 ms each) is queued on P3 so the routine worker stays busy, then
+P0 reports are sent over ~5 s.
 Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
 the queue the P0 issues also go to. `--work sleep` makes the busywork sleep instead of burning CPU,
 which tells waiting in the queue apart from waiting for a CPU.
@@ -305,10 +306,9 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     from django.conf import settings
 
     groups = settings.CELERY_WORKER_GROUPS
-    print(f"isolated queues, the Procfile's worker groups: `urgent` [{groups['urgent']}], "
-          f"`routine` [{groups['routine']}]")  # fmt: skip
-    worker_start(procs, "urgent")
-    worker_start(procs, "routine")
+    print("isolated queues, the Procfile's worker groups: " + ", ".join(f"`{n}` [{q}]" for n, q in groups.items()))
+    for name in groups:
+        worker_start(procs, name)
 
     warm = reports_send(base_url, key, tag=f"{tag}-warm", count=WARM_UP_REPORTS, over=0.0)
     severities_check(list(warm))
@@ -354,10 +354,12 @@ def breakdown(sent: dict[str, float], started: dict[str, float], *, before: bool
 
 
 def run_single_queue(procs: Processes, base_url: str, key: str, args, tag: str) -> Outcome:
+    from django.conf import settings
+
     everything = "P0,P1,P2,P3,notify,ops,research"
     print(f"single queue (baseline): one worker [{everything}] ×4, the backlog on P0")
-    procs.stop(name="urgent")
-    procs.stop(name="routine")
+    for name in settings.CELERY_WORKER_GROUPS:
+        procs.stop(name=name)
     queues_purge()
     took = backlog_publish(queue="P0", count=args.backlog, work=args.work)
     print(f"  queued {args.backlog:,} busywork tasks on P0 in {took:.1f} s")

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from healing.ingest import outbox, retention
-from healing.loop import pipeline, quick_fix, sweep
+from healing.loop import pipeline, quick_fix, rca, sweep
 from kaizen_site.llm import LLMError
 
 
@@ -13,6 +13,12 @@ from kaizen_site.llm import LLMError
 def process_issue(issue_id: str) -> bool:
     # The queue (P0–P3) is chosen by the sender from the issue's severity: see healing.ingest.outbox.
     return pipeline.issue_process(issue_id=issue_id)
+
+
+@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=5, max_retries=6)
+def draft_rca(issue_id: str, change_id: int | None) -> bool:
+    # Sent by rca.rca_draft_later; drafting twice returns the first draft.
+    return rca.rca_draft_task(issue_id=issue_id, change_id=change_id)
 
 
 @shared_task(acks_late=True, expires=3600)

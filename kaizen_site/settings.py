@@ -116,6 +116,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The dashboard's covering indexes (INCLUDE) are a PostgreSQL read optimisation; SQLite builds
     # them on the key columns alone, which is all the embedded default needs.
     SILENCED_SYSTEM_CHECKS = ["models.W040"]
+# A process serving many threads at once (the web server, the threaded P0 worker) borrows its
+# connections from a bounded pool instead of keeping one per thread: 150 concurrent requests would
+# otherwise open 150 connections and lock every other process out of PostgreSQL (its default
+# max_connections is 100). The Procfile sets DATABASE_POOL_SIZE on those lines; a thread that finds
+# the pool empty waits up to DATABASE_POOL_TIMEOUT seconds, then gets a database error.
+DATABASE_POOL_SIZE = int(os.environ.get("DATABASE_POOL_SIZE") or 0)
+if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Runtime: Redis or the embedded defaults ------------------------------------------------
@@ -245,8 +258,9 @@ CELERY_TASK_ROUTES = {
     # The daily batch heals many minor issues in one run: on the P3 queue, never on the urgent workers.
     "healing.tasks.process_p3_batch": {"queue": "P3"},
 }
-# Worker groups: `urgent` never shares a process with a P2/P3 flood.
-CELERY_WORKER_GROUPS = {"urgent": "P0,P1,notify,ops", "routine": "P2,P3,research"}
+# Worker groups: a P0 never waits behind lesser work (a storm of P1 issues and their alerts), and
+# `urgent` never shares a process with a P2/P3 flood. `routine` yields the CPU (worker_priority).
+CELERY_WORKER_GROUPS = {"critical": "P0", "urgent": "P1,notify,ops", "routine": "P2,P3,research"}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # All periodic work, declared in one place; beat copies it into the admin-editable schedule.
 CELERY_BEAT_SCHEDULE = {

@@ -41,8 +41,9 @@ KAIZEN_NOTIFY_BACKOFF_SECONDS = float(os.environ.get("KAIZEN_NOTIFY_BACKOFF_SECO
 KAIZEN_NOTIFY_DEDUPE_MINUTES = int(os.environ.get("KAIZEN_NOTIFY_DEDUPE_MINUTES", "60"))
 KAIZEN_NOTIFY_P2_BATCH_MINUTES = int(os.environ.get("KAIZEN_NOTIFY_P2_BATCH_MINUTES", "15"))
 KAIZEN_NOTIFY_DIGEST_HOUR = int(os.environ.get("KAIZEN_NOTIFY_DIGEST_HOUR", "8"))  # owner's local hour
-# P0/P1 work on the urgent group's queue; P2/P3 (batched anyway) on the routine group's, so a flood
-# of minor alerts never sits in front of a page.
+# A P0's alerts go on the P0 queue itself, so a storm of P1 alerts never sits in front of a page; P1
+# on the urgent group's queue; P2/P3 (batched anyway) on the routine group's.
+KAIZEN_NOTIFY_PAGE_QUEUE = "P0"
 KAIZEN_NOTIFY_URGENT_QUEUE = "notify"
 KAIZEN_NOTIFY_ROUTINE_QUEUE = "P3"
 # System alerts: messages waiting in one queue above this raise a SYSTEM_ALERT.

@@ -113,19 +113,21 @@ def notification_route(*, notification_id: int, now: datetime | None = None) -> 
             quiet=quiet_hours_settings(),
             now=now,
         )
-        deliveries = []
-        for planned in plan:
-            delivery = Delivery.objects.create(
+        deliveries = Delivery.objects.bulk_create([
+            Delivery(
                 notification=notification, channel=planned.channel, status=planned.status, hold=planned.hold,
                 error=planned.error, next_attempt_at=now if planned.status == DeliveryStatus.QUEUED else None,
-            )  # fmt: skip
-            deliveries.append(delivery)
-            if planned.status == DeliveryStatus.QUEUED and not sent_by_router(delivery=delivery):
+            )
+            for planned in plan
+        ])  # fmt: skip
+        for delivery in deliveries:
+            if delivery.status == DeliveryStatus.QUEUED and not sent_by_router(delivery=delivery):
                 delivery_publish(delivery=delivery)
         if notification.severity == Severity.P0:
+            existing = {d.channel: d.status for d in deliveries}
             for delivery in list(deliveries):
                 if delivery.status == DeliveryStatus.SUPPRESSED and delivery.error == NOT_CONFIGURED:
-                    deliveries += fallback_deliver(failed=delivery, now=now)
+                    deliveries += fallback_deliver(failed=delivery, now=now, existing=existing)
         return deliveries
 
 
@@ -139,15 +141,18 @@ def sent_by_router(*, delivery: Delivery) -> bool:
     )
 
 
-def fallback_deliver(*, failed: Delivery, now: datetime) -> list[Delivery]:
-    """The next channel in the P0 chain after `failed`; channels not configured are recorded and skipped."""
+def fallback_deliver(*, failed: Delivery, now: datetime, existing: dict[str, str] | None = None) -> list[Delivery]:
+    """The next channel in the P0 chain after `failed`; channels not configured are recorded and skipped.
+    `existing` (channel → status of the notification's deliveries) is read from the database unless
+    the caller, which has just created them, passes it; it is kept up to date here."""
     created: list[Delivery] = []
     current = failed
     configured = configured_channels()
-    while True:
+    if existing is None:
         existing = dict(
             Delivery.objects.filter(notification_id=failed.notification_id).values_list("channel", "status")
         )
+    while True:
         channel = fallback_next(failed_channel=current.channel, existing=existing)
         if channel is None:
             return created
@@ -158,6 +163,7 @@ def fallback_deliver(*, failed: Delivery, now: datetime) -> list[Delivery]:
             error="" if usable else NOT_CONFIGURED, next_attempt_at=now if usable else None,
         )  # fmt: skip
         created.append(delivery)
+        existing[channel] = delivery.status
         if usable:
             delivery.notification = failed.notification
             delivery_publish(delivery=delivery)

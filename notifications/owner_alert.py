@@ -41,21 +41,23 @@ def owner_alert(
     if severity not in Severity.values:
         raise ValueError(f"unknown severity {severity!r}")
     detail = dict(detail or {})
-    notification = Notification.objects.create(
-        kind=kind,
-        severity=severity,
-        target=target[:200],
-        title=title[:200],
-        body=body,
-        dedupe_key=dedupe_key[:200],
-        detail=detail,
-    )
-    audit_record(
-        actor=actor,
-        action=AUDIT_ACTION,
-        target=target,
-        detail={**detail, "event": kind, "severity": severity, "title": title[:200], "notification": notification.pk},
-    )
-    notification_id, queue = notification.pk, notify_queue(severity=severity)
-    transaction.on_commit(lambda: notification_publish(name=ROUTE_TASK, args=[notification_id], queue=queue))
+    with transaction.atomic():  # the alert and its audit entry, together (and one commit, not two)
+        notification = Notification.objects.create(
+            kind=kind,
+            severity=severity,
+            target=target[:200],
+            title=title[:200],
+            body=body,
+            dedupe_key=dedupe_key[:200],
+            detail=detail,
+        )
+        audit_record(
+            actor=actor,
+            action=AUDIT_ACTION,
+            target=target,
+            detail={**detail, "event": kind, "severity": severity, "title": title[:200],
+                    "notification": notification.pk},
+        )  # fmt: skip
+        notification_id, queue = notification.pk, notify_queue(severity=severity)
+        transaction.on_commit(lambda: notification_publish(name=ROUTE_TASK, args=[notification_id], queue=queue))
     return notification

@@ -108,7 +108,10 @@ def fallback_next(*, failed_channel: str, existing: dict[str, str]) -> str | Non
 
 
 def notify_queue(*, severity: str) -> str:
-    """Pages go to the urgent workers' queue; minor alerts to the routine workers', behind nothing urgent."""
-    if severity in (Severity.P0, Severity.P1):
+    """A P0's alerts go to the P0 workers, P1's to the urgent workers, minor alerts to the routine
+    workers': each behind nothing less urgent than itself."""
+    if severity == Severity.P0:
+        return settings.KAIZEN_NOTIFY_PAGE_QUEUE
+    if severity == Severity.P1:
         return settings.KAIZEN_NOTIFY_URGENT_QUEUE
     return settings.KAIZEN_NOTIFY_ROUTINE_QUEUE

@@ -1,7 +1,7 @@
 """Celery shells for notification work; the logic is in deliveries, summaries, digest and system_checks.
 
-Queues are chosen at publish time (routing.notify_queue): P0/P1 on `notify` (urgent workers),
-P2/P3 on the routine workers' queue.
+Queues are chosen at publish time (routing.notify_queue): P0 on `P0` (critical workers), P1 on
+`notify` (urgent workers), P2/P3 on the routine workers' queue.
 """
 
 from celery import shared_task

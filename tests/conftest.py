@@ -1,7 +1,9 @@
 """Shared fixtures: the real PostgreSQL (pytest-django) and Redis (database 15, flushed per test)."""
 
+import base64
 import fcntl
 import importlib
+import json
 import threading
 from pathlib import Path
 
@@ -168,3 +170,18 @@ def celery_eager():
 def broker():
     """The Redis broker Celery publishes to (kombu keeps each queue as a list named after it)."""
     return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+@pytest.fixture
+def published(broker):
+    """The tasks waiting on a queue of the real broker, oldest first, as (task name, args, eta)."""
+
+    def read(queue: str) -> list[tuple[str, list, str | None]]:
+        tasks = []
+        for raw in reversed(broker.lrange(queue, 0, -1)):  # kombu LPUSHes: the oldest is last
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            tasks.append((message["headers"]["task"], args, message["headers"].get("eta")))
+        return tasks
+
+    return read

@@ -16,7 +16,7 @@ from healing import metrics
 from healing.audit import AUTOMATIC
 from healing.changes.lifecycle import ChangeTransitionError, change_transition
 from healing.loop.learning import incident_fix_failed, incident_learn
-from healing.loop.rca import rca_draft_for_incident
+from healing.loop.rca import rca_draft_later
 from healing.loop.stages import issue_move
 from healing.models import Change, ChangeStatus, ErrorPattern, IncidentOutcome, Issue, Stage
 from healing.remediation import change_steps_undo
@@ -64,7 +64,7 @@ def issue_mitigated(*, issue: Issue, change: Change, expected: str) -> None:
     # Learned all the same: the next user who meets it is mitigated at once, without the LLM.
     incident_learn(change=change, pattern=pattern, outcome=IncidentOutcome.MITIGATED)
     metrics.FIXES.labels(outcome="mitigated", level=level_of(change)).inc()
-    rca_draft_for_incident(issue=issue, change=change)  # the cause still needs a person
+    rca_draft_later(issue=issue, change=change)  # the cause still needs a person
 
 
 def change_completed(*, change_id: int) -> None:
@@ -81,7 +81,7 @@ def change_completed(*, change_id: int) -> None:
     pattern_id = (change.scorecard.get("verification") or {}).get("pattern_id")
     incident_learn(change=change, pattern=ErrorPattern.objects.filter(pk=pattern_id).first() if pattern_id else None)
     metrics.FIXES.labels(outcome="resolved", level=level_of(change)).inc()
-    rca_draft_for_incident(issue=issue, change=change)  # P0/P1 only; outside any transaction (it may ask the LLM)
+    rca_draft_later(issue=issue, change=change)  # P0/P1 only
 
 
 def _riders_complete(change: Change) -> None:
@@ -157,4 +157,4 @@ def issue_escalate(
         detail={"stage": to, "why": why, "severity": issue.severity},
     )
     logger.warning("issue escalated to the owner", extra={"issue": str(issue.pk), "stage": to, "why": why})
-    rca_draft_for_incident(issue=issue, change=change)
+    rca_draft_later(issue=issue, change=change)

@@ -8,6 +8,7 @@ the template below does. Approval stores how much the owner edited and how long 
 """
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,9 +33,14 @@ from healing.models import (
     RootCauseAnalysis,
     Severity,
 )
+from kaizen_site.celery import broker_errors, task_publish
 from kaizen_site.llm import InvalidOutput, LLMError, llm_call
 
+logger = logging.getLogger("kaizen.rca")
+
 SEVERITIES = frozenset({Severity.P0, Severity.P1})  # incidents that get a write-up
+RCA_TASK = "healing.tasks.draft_rca"
+RCA_QUEUE = "ops"  # the urgent group's housekeeping queue: never held by a P0 worker
 LOG_WINDOW = timedelta(seconds=60)
 # A report carries the console and network entries buffered before it was sent, so logs from the
 # minute before detection can arrive in reports received a little later; reports much later than
@@ -311,6 +317,34 @@ def rca_draft_for_incident(
     if issue.severity not in SEVERITIES:
         return None
     return rca_draft(issue=issue, change=change, http_client=http_client)
+
+
+def rca_draft_later(*, issue: Issue, change: Change | None = None) -> None:
+    """Have a P0/P1 incident's write-up drafted by a task of its own (on RCA_QUEUE, the urgent
+    group's) once the caller's transaction commits: drafting reads the issue's whole history and
+    may wait on the LLM, and the worker that escalated or fixed the issue has the next one to start.
+    When the broker does not take the task, the draft is written here and now."""
+    if issue.severity not in SEVERITIES:
+        return
+    transaction.on_commit(lambda: _rca_publish(issue=issue, change=change))
+
+
+def _rca_publish(*, issue: Issue, change: Change | None) -> None:
+    try:
+        task_publish(RCA_TASK, args=[str(issue.pk), change.pk if change else None], queue=RCA_QUEUE)
+    except broker_errors() as exc:
+        logger.warning("write-up drafted in place: its task was not sent", extra={"issue": str(issue.pk),
+                                                                                   "error": str(exc)})  # fmt: skip
+        rca_draft(issue=issue, change=change)
+
+
+def rca_draft_task(*, issue_id: str, change_id: int | None) -> bool:
+    """The task's work: False when the issue is gone."""
+    issue = Issue.objects.filter(pk=issue_id).first()
+    if issue is None:
+        return False
+    change = Change.objects.filter(pk=change_id).first() if change_id is not None else None
+    return rca_draft_for_incident(issue=issue, change=change) is not None
 
 
 def rca_opened(*, rca: RootCauseAnalysis) -> None:

@@ -95,13 +95,15 @@ def issue_move(
         "resolved_at": now if to == S.RESOLVED else None,
     }
     with transaction.atomic():
-        source = (
-            Issue.objects.select_for_update().filter(pk=issue.pk, stage__in=sources).values_list("stage", flat=True)
-        )
-        source = source.first()
+        if len(sources) == 1:  # the usual move: the conditional UPDATE is the check, one round trip
+            source = sources[0] if Issue.objects.filter(pk=issue.pk, stage=sources[0]).update(**fields) else None
+        else:
+            locked = Issue.objects.select_for_update().filter(pk=issue.pk, stage__in=sources)
+            source = locked.values_list("stage", flat=True).first()
+            if source is not None:
+                Issue.objects.filter(pk=issue.pk).update(**fields)
         if source is None:
             return False
-        Issue.objects.filter(pk=issue.pk).update(**fields)
         text = user_message(stage=to, issue=issue) if message is None else message
         event = IssueEvent.objects.create(issue=issue, stage=to, message=text, detail=detail, created_at=now)
         issue_event_fanout(event=event)

@@ -182,17 +182,14 @@ def _targets_orm(*, issue: Issue, reported_since, rate_since) -> list[Target]:
 
 def issue_event_fanout(*, event: IssueEvent) -> None:
     """Call in the transaction that created `event`: it is told to the users once that commits."""
-    event_id = event.pk
-    transaction.on_commit(lambda: issue_event_deliver(event_id=event_id), robust=True)
+    transaction.on_commit(lambda: issue_event_deliver(event=event), robust=True)
 
 
-def issue_event_deliver(*, event_id: int) -> list[dict[str, Any]]:
+def issue_event_deliver(*, event: IssueEvent) -> list[dict[str, Any]]:
     """One status per session affected by the event's issue, inserted in one statement, then
     published; returns the events as published. The words depend only on the user's (first) name:
-    each distinct one is rendered once, and the rows share its payload."""
-    event = IssueEvent.objects.select_related("issue").filter(pk=event_id).first()
-    if event is None:
-        return []
+    each distinct one is rendered once, and the rows share its payload. `event` is the committed
+    row as its creator holds it (with its issue), so telling costs no second read of either."""
     issue, issue_key = event.issue, str(event.issue_id)
     names: dict[str, str] = {}  # user name → the name the words use
     payloads: dict[str, dict[str, Any]] = {}  # the name the words use → payload

@@ -1,8 +1,6 @@
 """Notification fixtures: every channel configured with fake credentials, the owner and a device,
 and what was published to the real Redis broker."""
 
-import base64
-import json
 import socket
 
 import pytest
@@ -70,21 +68,6 @@ def owner_client(client, owner, settings):
     """The owner's console session, past the second factor (its address is one of the owner's)."""
     owner_listed(settings, owner.email)
     return owner_verify(client, owner)
-
-
-@pytest.fixture
-def published(broker):
-    """The tasks waiting on a queue of the real broker, oldest first, as (task name, args, eta)."""
-
-    def read(queue: str) -> list[tuple[str, list, str | None]]:
-        tasks = []
-        for raw in reversed(broker.lrange(queue, 0, -1)):  # kombu LPUSHes: the oldest is last
-            message = json.loads(raw)
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            tasks.append((message["headers"]["task"], args, message["headers"].get("eta")))
-        return tasks
-
-    return read
 
 
 def free_loopback_port() -> int:

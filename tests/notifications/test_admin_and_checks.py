@@ -47,7 +47,9 @@ def test_backlog_and_missing_workers_alert_the_owner_once(channels, broker, sett
 
     raised = system_checks.system_check_run()
 
-    assert sorted(raised) == ["system:backlog:P3", "system:workers:routine", "system:workers:urgent"]
+    assert sorted(raised) == [
+        "system:backlog:P3", "system:workers:critical", "system:workers:routine", "system:workers:urgent"
+    ]  # fmt: skip
     backlog = Notification.objects.get(dedupe_key="system:backlog:P3")
     assert (backlog.kind, backlog.severity, backlog.title) == ("system_alert", "P1", "6 tasks waiting on queue P3")
     assert Notification.objects.get(dedupe_key="system:workers:urgent").severity == "P0"

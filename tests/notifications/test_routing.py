@@ -37,9 +37,10 @@ def test_the_seam_records_audits_and_routes_on_commit_on_the_severity_queue(
     entry = AuditEntry.objects.get(action="owner.alert", target="issue:9")
     assert entry.detail == {"stage": "aborted", "event": "auto_fix_failed", "severity": "P0", "title": "Fix failed",
                             "notification": page.pk}  # fmt: skip
-    assert [(name, args) for name, args, _ in published("notify")] == [
+    assert [(name, args) for name, args, _ in published("P0")] == [
         ("notifications.tasks.notification_route", [page.pk])
     ]
+    assert published("notify") == []  # a P1 storm's alerts wait there, never in front of a page
     assert [(name, args) for name, args, _ in published("P3")] == [
         ("notifications.tasks.notification_route", [minor.pk])
     ]
@@ -50,7 +51,21 @@ def test_nothing_is_published_when_the_callers_transaction_rolls_back(
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         alert("P0")
-    assert len(callbacks) == 1 and published("notify") == []  # only run by a commit
+    assert len(callbacks) == 1 and published("P0") == []  # only run by a commit
+
+
+def test_an_alert_is_never_recorded_without_its_audit_entry(
+    channels, monkeypatch, django_capture_on_commit_callbacks, published
+):
+    from notifications import owner_alert as seam
+
+    def audit_fails(**kwargs):
+        raise RuntimeError("audit log unavailable")
+
+    monkeypatch.setattr(seam, "audit_record", audit_fails)
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
+        alert("P0")
+    assert not Notification.objects.exists() and published("P0") == []
 
 
 @pytest.mark.parametrize("bad", [{"kind": "nope"}, {"severity": "P9"}, {"kind": "summary"}])
@@ -71,10 +86,12 @@ def test_routing_table_by_severity(channels, django_capture_on_commit_callbacks,
     assert plan(notifications["P1"]) == {"push": queued, "slack": queued, "discord": queued}
     assert plan(notifications["P2"]) == {"push": held}
     assert plan(notifications["P3"]) == {"email": ("held", "digest")}
-    sends = [args[0] for name, args, _ in published("notify") if name == "notifications.tasks.delivery_send"]
-    urgent = Delivery.objects.filter(status="queued", notification__severity__in=["P0", "P1"])
-    # The pages themselves are sent by the routing task (no second hop); every other send is published.
-    assert sorted(sends) == sorted(urgent.exclude(channel="push").values_list("pk", flat=True))
+    # The pages themselves are sent by the routing task (no second hop); every other send is
+    # published, on the queue of its alert's severity.
+    for queue, severity in (("P0", "P0"), ("notify", "P1")):
+        sends = [args[0] for name, args, _ in published(queue) if name == "notifications.tasks.delivery_send"]
+        urgent = Delivery.objects.filter(status="queued", notification__severity=severity)
+        assert sends and sorted(sends) == sorted(urgent.exclude(channel="push").values_list("pk", flat=True))
 
 
 def test_routing_twice_creates_nothing_more(channels):
@@ -138,7 +155,7 @@ def test_the_routing_task_sends_the_page_itself_and_publishes_the_rest(
         tasks.notification_route(notification.pk)
 
     assert plan(notification)["push"] == ("sent", "") and len(responses.calls) == 1
-    published_ids = {args[0] for _, args, _ in published("notify")}
+    published_ids = {args[0] for _, args, _ in published("P0")}
     assert published_ids == set(
         Delivery.objects.filter(notification=notification).exclude(channel="push").values_list("pk", flat=True)
     )

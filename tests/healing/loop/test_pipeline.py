@@ -204,7 +204,8 @@ def test_a_second_issue_with_the_same_fix_rides_the_running_rollout(sandbox):
     assert set(Change.objects.values_list("status", flat=True)) == {ChangeStatus.COMPLETE}
 
 
-def test_p0_and_p1_incidents_get_a_draft_rca(sandbox):
+def test_p0_and_p1_incidents_get_a_draft_rca_from_a_task_of_its_own(sandbox, published):
+    from healing import tasks
     from healing.models import RootCauseAnalysis
 
     demo_call("POST", "/demo/api/purchase", user="alice", body={"credits": 100})
@@ -213,6 +214,15 @@ def test_p0_and_p1_incidents_get_a_draft_rca(sandbox):
     login = report({"type": "AUTH_ISSUE", "message": "Totally new login failure", "user": {"id": "carol"}})
     assert (escalated.stage, escalated.severity) == (Stage.ESCALATED, "P2")  # escalation is not impact
     assert (login.stage, login.severity) == (Stage.ESCALATED, "P1")
+    # The issue's worker moved on: the drafts wait on the urgent group's queue.
+    assert not RootCauseAnalysis.objects.exists()
+    sent = [(name, args) for name, args, _ in published("ops") if name == "healing.tasks.draft_rca"]
+    change = Change.objects.get(issue=mitigated)
+    assert sent == [("healing.tasks.draft_rca", [str(mitigated.pk), change.pk]),
+                    ("healing.tasks.draft_rca", [str(login.pk), None])]  # fmt: skip
+    for _, args in sent + sent:  # a redelivered task finds its draft written
+        tasks.draft_rca(*args)
+    assert RootCauseAnalysis.objects.count() == 2
     drafts = {rca.issue_id: rca for rca in RootCauseAnalysis.objects.all()}
     assert set(drafts) == {mitigated.pk, login.pk}  # P0/P1 only: the P2 one gets none
     assert "## Root cause" in drafts[login.pk].draft

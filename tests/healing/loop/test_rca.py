@@ -147,6 +147,27 @@ def test_only_p0_and_p1_incidents_get_a_write_up(no_llm):
     assert rca_draft_for_incident(issue=IssueFactory(severity="P1")) is not None
 
 
+def test_a_write_up_whose_task_cannot_be_sent_is_drafted_in_place(
+    no_llm, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(rca_module, "task_publish", broker_down)
+    issue = IssueFactory(severity="P0")
+    with django_capture_on_commit_callbacks(execute=True):
+        rca_module.rca_draft_later(issue=issue)
+        rca_module.rca_draft_later(issue=IssueFactory(severity="P2"))  # none for a minor issue
+        assert not RootCauseAnalysis.objects.exists()  # only once the caller's work commits
+    assert list(RootCauseAnalysis.objects.values_list("issue_id", flat=True)) == [issue.pk]
+    assert "write-up drafted in place" in caplog.text
+
+
+def test_the_task_of_a_deleted_issue_does_nothing(no_llm):
+    assert rca_module.rca_draft_task(issue_id="00000000-0000-0000-0000-000000000000", change_id=None) is False
+    assert not RootCauseAnalysis.objects.exists()
+
+
 def test_llm_draft_goes_through_the_real_client_and_is_logged(llm, issue, change):
     api = FakeAPI(ok(tool_answer(SECTIONS_ANSWER)))
 

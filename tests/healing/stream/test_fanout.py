@@ -131,7 +131,7 @@ def test_each_user_reads_their_own_name_and_more_sessions_cost_no_more_queries(p
 
     event = IssueEvent.objects.create(issue=issue, stage=Stage.DETECTED)
     with CaptureQueriesContext(connection) as few:
-        wire = fanout.issue_event_deliver(event_id=event.pk)
+        wire = fanout.issue_event_deliver(event=event)
     worded = {e["s"]: e["d"]["message"] for e in wire}
     assert worded == {
         ada.session_id: "Looks like that click didn't do anything, Ada. We noticed, and we're on it.",
@@ -145,8 +145,8 @@ def test_each_user_reads_their_own_name_and_more_sessions_cost_no_more_queries(p
         reported(session=session_new(project=project, name=f"User{n}"), issue=issue)
     event = IssueEvent.objects.create(issue=issue, stage=Stage.DIAGNOSING)
     with CaptureQueriesContext(connection) as more:
-        wire = fanout.issue_event_deliver(event_id=event.pk)
-    assert len(wire) == 10 and len(more) == len(few) == 3  # the event, the sessions, the insert
+        wire = fanout.issue_event_deliver(event=event)
+    assert len(wire) == 10 and len(more) == len(few) == 2  # the sessions, the insert: the event is not read again
 
 
 def test_the_same_stage_is_not_told_twice():
