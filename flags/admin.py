@@ -203,7 +203,7 @@ class RolloutAdmin(admin.ModelAdmin):
     inlines = [RolloutStepInline]
     readonly_fields = [
         "change", "flag", "phase", "exposure", "awaiting", "phase_started_at", "due_at", "health", "health_notes",
-        "health_checked_at", "affected_user_id", "target_attributes", "issue", "fingerprint",
+        "health_checked_at", "affected_user_id", "reached_users", "target_attributes", "issue", "fingerprint",
         "canary_seconds", "partial_seconds", "full_seconds", "partial_percentage", "watched_allowance",
         "error_rate_threshold", "baseline_error_rate", "created_by", "created_at", "finished_at",
     ]  # fmt: skip
@@ -223,9 +223,10 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="exposure")
     def exposure(self, obj: Rollout) -> str:
+        reached = f" + {len(obj.reached_users)} who met the bug since" if obj.reached_users else ""
         if obj.phase == "canary":
-            return f"1 user ({obj.affected_user_id})"
-        return f"{obj.exposure_percentage} %"
+            return f"1 user ({obj.affected_user_id}){reached}"
+        return f"{obj.exposure_percentage} %{reached if obj.phase == 'partial' else ''}"
 
     @admin.display(description="health (this phase)")
     def health(self, obj: Rollout) -> str:

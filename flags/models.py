@@ -169,6 +169,12 @@ class Rollout(models.Model):
         blank=True,
         help_text="The affected user's plan/config attributes from their report (recorded, not yet targeted).",
     )
+    reached_users = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Users who met the bug while the fix was at canary or partial and were given it at once, "
+        "like the canary (user id → when). Their overrides end with the rollout.",
+    )
     issue = models.ForeignKey(
         Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="rollouts", help_text="Watched."
     )

@@ -203,8 +203,11 @@ def _promote(*, rollout: Rollout, to_phase: str, health: Health, approved_by: st
         flag_why = f"Rollout of {change.key}: {from_phase} → {to_phase}"
         services.flag_update(flag=flag, changes=changes, actor=actor, why=flag_why)
         if to_phase == P.DONE:
-            # Everyone has it now; the canary's override would only hide a later change to the flag.
-            services.override_clear(flag=flag, user_id=rollout.affected_user_id, actor=actor, why=flag_why)
+            # Everyone has it now; the overrides of the canary and of the users reached since would
+            # only hide a later change to the flag. None is reached past the partial phase, so the
+            # rollout as loaded in its full phase names them all.
+            for user_id in sorted({rollout.affected_user_id, *rollout.reached_users}):
+                services.override_clear(flag=flag, user_id=user_id, actor=actor, why=flag_why)
             signals.rollout_completed.send(sender=Rollout, change=change, actor=actor, why=step_why)
         outcome = "approved" if approved_by else "completed" if to_phase == P.DONE else "promoted"
         RolloutStep.objects.create(

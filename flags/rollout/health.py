@@ -29,6 +29,10 @@ BASELINE_WINDOW = timedelta(hours=1)
 MIN_ERRORS_FOR_RATE = 5
 # Occurrence rows read per check: bucketing happens in Python (MurmurHash is not in the database).
 ROWS_SCANNED = 20_000
+# A flag change reaches every process within about half a second (flags.evaluate polls its version
+# every REDIS_POLL_SECONDS): a report sent that soon after a phase began, or after a user was
+# reached, may have been answered without the fix, and must not roll the fix back.
+PROPAGATION = timedelta(seconds=2)
 
 
 @dataclass
@@ -62,17 +66,30 @@ def phase_exposure(rollout: Rollout, phase: str) -> int:
     return {P.PARTIAL: rollout.partial_percentage, P.FULL: 100, P.DONE: 100}.get(phase, 0)
 
 
-def _exposed(rollout: Rollout, phase: str):
-    """Who the flag is on for in `phase` (an opt-out override is ignored: rare, and it only
-    makes the check stricter)."""
+def exposed_user(rollout: Rollout, phase: str):
+    """Who the flag is on for in `phase`, as a test on a user id (an opt-out override is ignored:
+    rare, and it only makes the check stricter)."""
     affected, group, share = rollout.affected_user_id, rollout.flag.bucket_group, rollout.partial_percentage
+    reached = rollout.reached_users
     if phase == P.CANARY:
-        return lambda user_id: user_id == affected
+        return lambda user_id: user_id == affected or user_id in reached
     if phase == P.PARTIAL:
         return lambda user_id: (
-            user_id == affected or (bool(user_id) and bucket(group_id=group, user_id=user_id) <= share)
+            user_id == affected
+            or user_id in reached
+            or (bool(user_id) and bucket(group_id=group, user_id=user_id) <= share)
         )
     return lambda user_id: True
+
+
+def _exposed_report(rollout: Rollout, phase: str):
+    """Whether a report came from a user who had the fix when they sent it: a user reached during
+    the phase had the bug until then, and the report that reached them must not count against it."""
+    exposed = exposed_user(rollout, phase)
+    since = {user_id: datetime.fromisoformat(at) for user_id, at in rollout.reached_users.items()}
+    return lambda user_id, received_at: (
+        exposed(user_id) and (user_id not in since or received_at > since[user_id] + PROPAGATION)
+    )
 
 
 def error_rate_before(*, project_id: int, before: datetime) -> float:
@@ -90,12 +107,12 @@ def rollout_health(*, rollout: Rollout, now: datetime | None = None) -> Health:
     """What the current phase's window shows; reads only."""
     now = now or timezone.now()
     since, phase = rollout.phase_started_at, rollout.phase
-    exposed = _exposed(rollout, phase)
+    exposed = _exposed_report(rollout, phase)
     health = Health(baseline=rollout.baseline_error_rate)
-    window = Q(received_at__gte=since, received_at__lte=now)
+    window = Q(received_at__gte=since + PROPAGATION, received_at__lte=now)
     if rollout.issue_id:
-        users = Occurrence.objects.filter(window, issue_id=rollout.issue_id).values_list("user_id", flat=True)
-        health.watched_new = sum(1 for user_id in users[:ROWS_SCANNED] if exposed(user_id))
+        reports = Occurrence.objects.filter(window, issue_id=rollout.issue_id).values_list("user_id", "received_at")
+        health.watched_new = sum(1 for report in reports[:ROWS_SCANNED] if exposed(*report))
         if phase == P.FULL:
             count = Issue.objects.filter(pk=rollout.issue_id).values_list("occurrence_count", flat=True).first() or 0
             health.watched_new = max(health.watched_new, count - rollout.watched_count_at_phase_start)
@@ -110,10 +127,10 @@ def rollout_health(*, rollout: Rollout, now: datetime | None = None) -> Health:
         health.notes.append("one canary user gives no error rate: the watched issue decides")
     else:
         share = phase_exposure(rollout, phase) / 100
-        users = Occurrence.objects.filter(
+        reports = Occurrence.objects.filter(
             window, issue__project_id=rollout.flag.project_id, issue__type=IssueType.ERROR
-        ).values_list("user_id", flat=True)
-        health.exposed_errors = sum(1 for user_id in users[:ROWS_SCANNED] if exposed(user_id))
+        ).values_list("user_id", "received_at")
+        health.exposed_errors = sum(1 for report in reports[:ROWS_SCANNED] if exposed(*report))
         minutes = max((now - since).total_seconds() / 60, 1.0)
         health.error_rate = health.exposed_errors / minutes / share
         limit = rollout.error_rate_threshold * health.baseline

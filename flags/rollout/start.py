@@ -1,5 +1,6 @@
 """Starting a rollout: the Change (verified, in review) goes to canary and its flag is turned on
-for the affected user only. Advancing and rolling back are flags.rollout.engine."""
+for the affected user only; users who meet the same bug before the fix reaches them get it as the
+canary did. Advancing and rolling back are flags.rollout.engine."""
 
 import re
 from datetime import datetime
@@ -12,10 +13,12 @@ from flags import services
 from flags.models import ACTIVE_PHASES, Flag, FlagStatus, Rollout, RolloutStep
 from flags.rollout import signals
 from flags.rollout.engine import P, RolloutError, _schedule, _target
-from flags.rollout.health import error_rate_before
-from healing.audit import audit_record
+from flags.rollout.health import error_rate_before, exposed_user
+from healing.audit import AUTOMATIC, audit_record
 from healing.models import Change, ChangeStatus, Issue, Occurrence
 
+# A user who reports the fixed issue in these phases may not have the fix yet.
+REACHING_PHASES = (P.CANARY, P.PARTIAL)
 # Plan and config attributes of the affected user's report, recorded with the canary.
 TARGET_KEY = re.compile(r"plan|tier|config|subscription", re.IGNORECASE)
 
@@ -154,3 +157,45 @@ def rollout_start(
         )
         _schedule(rollout_id=rollout.pk, phase=P.CANARY, seconds=canary_seconds)
     return rollout
+
+
+def rollout_reach(*, issue_users: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Users who report an issue whose fix is rolling out, and who are not yet among those the
+    flag is on for, get it at once through an override, as the canary user did: they have the bug,
+    and the fix was verified on it. Returns the users reached, per Change key.
+
+    Called by the ingest store in its batch transaction, before the reporting sessions are told
+    where their issue stands: the issue is deployed, and "Fixed" must be true for them too. The
+    health check counts their later reports against the fix (flags.rollout.health); their
+    overrides end with the rollout (flags.rollout.engine).
+    """
+    fixes = Change.objects.filter(issue_id__in=list(issue_users), status=ChangeStatus.CANARY).exclude(flag_key="")
+    users_by_flag: dict[tuple[int, str], set[str]] = {}
+    for issue_id, project_id, flag_key in fixes.values_list("issue_id", "issue__project_id", "flag_key"):
+        users_by_flag.setdefault((project_id, flag_key), set()).update(issue_users[str(issue_id)])
+    reached: dict[str, list[str]] = {}
+    for (project_id, flag_key), users in sorted(users_by_flag.items()):
+        # Locked: two consumers may reach users of the same rollout at once, and the engine
+        # claims the row to move its phase.
+        rollout = (
+            Rollout.objects.select_for_update(of=("self",))
+            .select_related("flag", "change")
+            .filter(flag__project_id=project_id, flag__key=flag_key, phase__in=REACHING_PHASES)
+            .first()
+        )
+        if rollout is None:  # at 100 % already, finished or rolled back
+            continue
+        exposed = exposed_user(rollout, rollout.phase)
+        new = sorted(user_id for user_id in users if not exposed(user_id))
+        if not new:
+            continue
+        why = f"{rollout.change.key} reaches a user who met the bug during its {rollout.phase} phase"
+        for user_id in new:
+            services.override_set(flag=rollout.flag, user_id=user_id, enabled=True, actor=AUTOMATIC, why=why)
+        at = timezone.now().isoformat()
+        rollout.reached_users.update(dict.fromkeys(new, at))
+        Rollout.objects.filter(pk=rollout.pk).update(reached_users=rollout.reached_users)
+        audit_record(actor=AUTOMATIC, action="rollout.reach", target=_target(rollout),
+                     detail={"flag": flag_key, "phase": rollout.phase, "users": new})  # fmt: skip
+        reached[rollout.change.key] = new
+    return reached

@@ -214,10 +214,9 @@ def _urgent_store(*, project: ProjectAuth, window: "QuotaWindow", records: list[
 
 
 def _records_store(*, records: list[dict[str, Any]], publish: bool) -> None:
-    with transaction.atomic():
-        result = store.reports_store(records=records)
-        if publish:
-            transaction.on_commit(lambda: outbox.issues_enqueue(to_enqueue=result.to_enqueue))
+    result = store.reports_store(records=records)  # one transaction of its own
+    if publish:  # once it has committed (at once, unless a caller's transaction holds this one)
+        transaction.on_commit(lambda: outbox.issues_enqueue(to_enqueue=result.to_enqueue))
 
 
 QUOTA_WINDOW_SECONDS = 60

@@ -18,6 +18,7 @@ import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
+from flags.rollout.start import rollout_reach
 from healing import metrics
 from healing.ingest import classify
 from healing.models import EnqueueState, Issue, IssueUser, Occurrence, Stage
@@ -254,19 +255,21 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
             return result
         groups = _group(fresh, rules)
         pairs = sorted((issue_id, user) for issue_id, group in groups.items() for user in group.users)
-        reopened = set(
-            str(pk)
-            for pk in Issue.objects.filter(id__in=list(groups), stage__in=REOPENED_BY_NEW_REPORTS).values_list(
-                "id", flat=True
-            )
-        )
+        watched = Issue.objects.filter(id__in=list(groups), stage__in=(*REOPENED_BY_NEW_REPORTS, Stage.DEPLOYED))
+        stages = {str(pk): stage for pk, stage in watched.values_list("id", "stage")}
+        reopened = {issue_id for issue_id, stage in stages.items() if stage in REOPENED_BY_NEW_REPORTS}
+        if deployed := [issue_id for issue_id, stage in stages.items() if stage == Stage.DEPLOYED]:
+            _fix_reach(fresh, deployed)  # before the issues are locked: the rollout engine's lock order
         new_users = _insert_users(pairs)
         changed_severity: dict[str, tuple[str, str]] = {}
+        created: set[str] = set()  # inserted pending by the upsert: no update needed to enqueue them
         for row in _upsert_issues(groups, new_users, now):
             issue_id = str(uuid.UUID(_hex(row[0])))
             occurrences, affected, severity, base, rule_id, pinned = row[1:]
             group = groups[issue_id]
             is_new = occurrences == group.count
+            if is_new:
+                created.add(issue_id)
             new_base = classify.more_severe(base, group.classification.severity)
             escalated = classify.escalated_severity(
                 base=new_base, rule=rules_by_id.get(rule_id), affected_users=affected, occurrences=occurrences
@@ -284,13 +287,26 @@ def reports_store(*, records: Sequence[dict[str, Any]]) -> StoreResult:
             Issue.objects.filter(id=issue_id, severity_pinned=False).update(severity=severity, base_severity=base)
         if reopened:
             _reopen(reopened, now)
-        again = [pk for pk in result.to_enqueue if pk not in reopened]
+        again = [pk for pk in result.to_enqueue if pk not in reopened and pk not in created]
         if again:
             Issue.objects.filter(id__in=again).update(enqueue_state=EnqueueState.PENDING, enqueued_at=now)
         fanout.occurrences_status(records=fresh)  # the reporting sessions hear where their issue stands
     if result.duplicates:
         metrics.REPORTS_STORED.labels(type="", severity="", outcome="duplicate").inc(result.duplicates)
     return result
+
+
+def _fix_reach(records: Sequence[dict[str, Any]], issue_ids: list[str]) -> None:
+    """Users reporting a deployed issue whose fix has not reached them yet get it now, so that
+    what their session is told next ("Fixed") is true for them."""
+    users: dict[str, set[str]] = {issue_id: set() for issue_id in issue_ids}
+    for record in records:
+        user_id = (record["report"].get("user") or {}).get("id")
+        if user_id and record["issue_id"] in users:
+            users[record["issue_id"]].add(str(user_id))
+    users = {issue_id: ids for issue_id, ids in users.items() if ids}
+    if users and (reached := rollout_reach(issue_users=users)):
+        logger.info("fix given to users who met the bug during its rollout", extra={"reached": reached})
 
 
 def _reopen(issue_ids: set[str], now: datetime) -> None:

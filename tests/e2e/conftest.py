@@ -14,7 +14,7 @@ from tests.processes import database_url, free_port, processes_stop, procfile_st
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # beat only sweeps every 30 s: rollout phases end by ETA task.
-PROCESSES = ("web", "stream", "consumer", "urgent", "routine")
+PROCESSES = ("web", "stream", "consumer", "critical", "urgent", "routine")
 CHROMIUM = os.environ.get("KAIZEN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("KAIZEN_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
 # As a machine without outside network needs them: no background connections, no first-run work.
@@ -30,9 +30,12 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def service(tmp_path, settings):
+def service(tmp_path, settings, request):
     """Web, consumer and both worker groups on the test database and this run's Redis, with 1-second
-    rollout phases and no sandbox secret configured: the processes make and share their own."""
+    rollout phases (a test's `rollout_phase_seconds` mark sets others) and no sandbox secret
+    configured: the processes make and share their own."""
+    marked = request.node.get_closest_marker("rollout_phase_seconds")
+    phase_seconds = str(marked.args[0] if marked else 1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     stream = f"http://127.0.0.1:{free_port()}"  # the ASGI server of the users' event streams
@@ -50,9 +53,9 @@ def service(tmp_path, settings):
         "KAIZEN_SANDBOX_MODE": "1",
         "KAIZEN_PUBLIC_URL": base,  # the demo's origins and the sandbox replays follow it
         "KAIZEN_STREAM_URL": stream,
-        "KAIZEN_ROLLOUT_CANARY_SECONDS": "1",
-        "KAIZEN_ROLLOUT_PARTIAL_SECONDS": "1",
-        "KAIZEN_ROLLOUT_FULL_SECONDS": "1",
+        "KAIZEN_ROLLOUT_CANARY_SECONDS": phase_seconds,
+        "KAIZEN_ROLLOUT_PARTIAL_SECONDS": phase_seconds,
+        "KAIZEN_ROLLOUT_FULL_SECONDS": phase_seconds,
         "ANTHROPIC_API_KEY": "",
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",

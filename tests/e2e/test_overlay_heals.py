@@ -144,3 +144,33 @@ def test_each_demo_bug_heals_in_the_users_popup(service, chromium, artifacts):
     for scenario, ms in timings.items():
         print(f"failure → popup, {scenario}: {ms:.0f} ms (target 1000 ms, bound {POPUP_BOUND_MS} ms)")
         assert 0 <= ms <= POPUP_BOUND_MS, (scenario, ms)
+
+
+@pytest.mark.rollout_phase_seconds(120)
+def test_a_second_user_who_meets_the_bug_during_the_canary_is_fixed_too(service, chromium, artifacts):
+    """The popup's "Fixed" must be true for whoever reads it: a user meeting the bug while the fix
+    is still at its canary (one user) gets the fix at once, and their "Try again" works."""
+    from flags.models import Rollout
+
+    base = service["base"]
+    context, page = _open(chromium, base)
+    _log_in(page, "alice")
+    _check_walkthrough(page, scenario="session", statuses=_healed(page, service=service), artifacts=artifacts)
+    context.close()
+    rollout = Rollout.objects.get()
+    assert (rollout.phase, rollout.affected_user_id) == ("canary", "alice")
+
+    context, page = _open(chromium, base)
+    _log_in(page, "erin")  # the session bug again: the fix is on for alice only
+    statuses = _healed(page, service=service)
+    assert statuses[-1]["stage"] == "deployed"
+    assert page.locator(f"{OVERLAY} .panel h2").inner_text() == "Fixed"
+    # As a person reads the popup before clicking: the flag reaches every web process within half
+    # a second of the reach (flags.evaluate), and "Fixed" was sent as it was committed.
+    page.wait_for_timeout(1000)
+    page.locator(f"{OVERLAY} .panel").get_by_role("button", name="Try again").click()  # logs in again
+    page.wait_for_function("document.getElementById('who').textContent === 'Logged in as erin'")
+    page.screenshot(path=str(artifacts / "second-user-fixed.png"))
+    context.close()
+    rollout.refresh_from_db()
+    assert rollout.phase == "canary" and list(rollout.reached_users) == ["erin"]

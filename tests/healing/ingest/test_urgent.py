@@ -101,3 +101,18 @@ def test_the_door_classifies_an_issue_once_until_the_rules_change(post_report, d
     classify.forget_rules()
     assert post_report(SERVER_ERROR).json()["stage"] == "detected"
     assert calls == ["Generate failed"] * 3  # the door again, then the store writing it at once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_p0_report_is_written_in_one_transaction_without_savepoints(post_report):
+    """The report waits for these round trips under load: each one counts."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    post_report({**PAID, "user": {"id": "warm"}, "fingerprint": ["warm-up"]})  # the rules, cached
+    with CaptureQueriesContext(connection) as queries:
+        assert post_report(PAID).status_code == 202
+    # The key's look-up aside (cached in production, not under the test settings).
+    statements = [q["sql"].split()[0] for q in queries.captured_queries if "healing_projectkey" not in q["sql"]]
+    # Write the occurrence, read the stages, record the user, upsert the issue; then mark it sent.
+    assert statements == ["BEGIN", "INSERT", "SELECT", "INSERT", "INSERT", "COMMIT", "UPDATE"]
