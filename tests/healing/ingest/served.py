@@ -7,6 +7,8 @@ through a real server use this one, so they exercise what production runs.
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,10 +23,10 @@ BIN = Path(sys.executable).parent
 METRICS_TOKEN = "served-metrics-token"  # noqa: S105 - a test server's
 
 
-@pytest.fixture
-def served(transactional_db, tmp_path):
-    """The base URL of the Procfile's web process (one worker) on the test database and this run's
-    Redis, in the test settings' ingest mode: what it accepts, the test can drain() and read."""
+@contextmanager
+def web_served(tmp_path: Path, **extra_env: str) -> Iterator[str]:
+    """The Procfile's web process (one worker) on the test database and this run's Redis, in the
+    test settings' ingest mode, with `extra_env` on top; yields its base URL, stops it after."""
     port = free_port()
     env = {
         **os.environ,
@@ -37,6 +39,7 @@ def served(transactional_db, tmp_path):
         "WEB_CONCURRENCY": "1",
         "KAIZEN_METRICS_TOKEN": METRICS_TOKEN,  # /metrics is scraped as Prometheus would
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # as `make run` hands honcho the virtualenv
+        **extra_env,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one worker: /metrics reads its own counters
     log_path = tmp_path / "web.log"
@@ -47,6 +50,13 @@ def served(transactional_db, tmp_path):
         yield base
     finally:
         processes_stop([server])
+
+
+@pytest.fixture
+def served(transactional_db, tmp_path):
+    """The base URL of web_served(): what it accepts, the test can drain() and read."""
+    with web_served(tmp_path) as base:
+        yield base
 
 
 def served_counter(base: str, *, name: str, labels: dict[str, str]) -> float:
