@@ -12,7 +12,9 @@ moves of the issue through `issue_move`, one at a time, waiting for every client
 the fan-out (1,000 sessions and their rate state in one query, 1,000 rows in one insert, one PUBLISH
 pipeline) runs here after the commit, as it does
 in a worker. The clock starts at the commit (an on-commit hook registered before the move's own)
-and stops when a client has read the event's `data:` line; both in this process.
+and stops when a client has read the event's `data:` line; both in this process. A "Fixed"
+(deployed) status is held by the stream until its flag has reached every web process
+(healing.stream.fanout.status_send_after): its clock starts when it may be sent.
 
 The per-minute status cap is raised for the run: this measures delivery, not the limiter.
 
@@ -247,7 +249,7 @@ def main() -> None:
         missing = 0
         for n in range(args.moves):
             to = CYCLE[n % len(CYCLE)]
-            committed: list[float] = []
+            committed: list[tuple[float, float]] = []
             issue.refresh_from_db()
             with transaction.atomic():
                 # Registered before the move's own hook (the fan-out): called first, at the commit.
@@ -259,8 +261,11 @@ def main() -> None:
                 time.sleep(0.01)
             got = clients.receipts.get(at, [])
             missing += clients.connected - len(got)
-            latencies.extend((t - committed[0]) * 1000 for t in got)
-            fanouts.append((published[-1] - committed[0]) * 1000)
+            committed_at, committed_wall = committed[0]
+            # "Fixed" is held until its flag has reached every web process: from then on it counts.
+            held = fanout.status_send_after(kind="status", payload={"stage": to, "at": at}) - committed_wall
+            latencies.extend((t - committed_at - max(0.0, held)) * 1000 for t in got)
+            fanouts.append((published[-1] - committed_at) * 1000)
             time.sleep(0.2)
         busy_rss = rss_mb(server_pid)
         clients.close()
@@ -280,8 +285,8 @@ def main() -> None:
     print(f"machine: {load_average()} at the end")
 
 
-def _stamp(into: list[float]) -> None:
-    into.append(time.monotonic())
+def _stamp(into: list[tuple[float, float]]) -> None:
+    into.append((time.monotonic(), time.time()))
 
 
 def _procfile_stream() -> str:

@@ -56,6 +56,13 @@ _wallclock = time.time
 _hash = mmh3.hash
 
 
+def propagation_seconds() -> float:
+    """The longest a committed flag change takes to reach every process's evaluations: each polls
+    the version at most every REDIS_POLL_SECONDS (DB_POLL_SECONDS without Redis), on its first
+    evaluation after the ticker's beat."""
+    return (REDIS_POLL_SECONDS if settings.REDIS_URL else DB_POLL_SECONDS) + TICK_SECONDS
+
+
 def bucket(*, group_id: str, user_id: str) -> int:
     """The user's bucket, 1–100, for a flag's group: stable for the pair, independent between groups.
 
@@ -370,10 +377,11 @@ def flag_enabled(*, project_id: int, key: str, user_id: str, default: bool = Fal
             return default
     if flag is True or flag is False:
         return flag
-    if flag.overrides:
-        override = flag.overrides.get(user_id)
-        if override is not None and (override[1] is None or override[1] > _wallclock()):
-            return override[0]
+    overrides = flag.overrides
+    if overrides and user_id in overrides:  # `in`, not get(): most users hold no override
+        on, expires = overrides[user_id]
+        if expires is None or expires > _wallclock():
+            return on
     return _hash(flag.prefix + user_id, 0, False) % 100 < flag.cutoff
 
 

@@ -29,9 +29,10 @@ BASELINE_WINDOW = timedelta(hours=1)
 MIN_ERRORS_FOR_RATE = 5
 # Occurrence rows read per check: bucketing happens in Python (MurmurHash is not in the database).
 ROWS_SCANNED = 20_000
-# A flag change reaches every process within about half a second (flags.evaluate polls its version
-# every REDIS_POLL_SECONDS): a report sent that soon after a phase began, or after a user was
-# reached, may have been answered without the fix, and must not roll the fix back.
+# A flag change reaches every process within flags.evaluate.propagation_seconds() (0.5 s with
+# Redis, 1.25 s without): a report sent that soon after a phase began, or after a user was reached,
+# may have been answered without the fix, and must not roll the fix back. The rest is the report's
+# own way here.
 PROPAGATION = timedelta(seconds=2)
 
 

@@ -10,12 +10,16 @@ A flapping issue must not flood a user: per session, a status repeating the stag
 last told about that issue is dropped, progress statuses are capped per minute (the next one that
 gets through carries the current stage: statuses coalesce), and the ones a user must not miss
 (fixed, needs input, a person takes over) pass that cap but not a hard one.
+
+"Fixed" (deployed) is true once the fix's flag is on for the user in every process that serves
+them, and a flag change takes up to flags.evaluate.propagation_seconds() to get there: the stream
+holds that status back until then (status_send_after), so a "Try again" clicked at once works.
 """
 
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -26,6 +30,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from flags.evaluate import propagation_seconds
 from healing import messages
 from healing.models import (
     Issue,
@@ -45,6 +50,10 @@ PUBLISH_CHUNK = 200  # events per PUBLISH: a 1,000-session fan-out is a handful 
 RATE_WINDOW = timedelta(minutes=1)
 # Statuses a user must see even while progress statuses are being capped.
 MUST_SEE = (*messages.FINAL_STAGES, Stage.NEEDS_INPUT, Stage.ESCALATED, Stage.ABORTED)
+# Stages whose words rest on a flag change committed with them: the fix is turned on by its flag.
+FLAG_BORNE = frozenset({Stage.DEPLOYED})
+# A status's `at` is read inside the transaction that turns the flag on, a moment before it commits.
+COMMIT_MARGIN_SECONDS = 0.25
 
 
 def status_allowed(*, stage: str, last_stage: str | None, recent: int) -> bool:
@@ -55,6 +64,18 @@ def status_allowed(*, stage: str, last_stage: str | None, recent: int) -> bool:
     if recent >= settings.KAIZEN_STREAM_HARD_CAP:
         return False
     return stage in MUST_SEE or recent < settings.KAIZEN_STREAM_STATUSES_PER_MINUTE
+
+
+def status_send_after(*, kind: str, payload: Any) -> float:
+    """When a stream may send this event (epoch seconds; 0 for at once): a status whose stage
+    rests on a flag waits until the change has reached every process."""
+    if kind != SessionEventKind.STATUS or not isinstance(payload, dict) or payload.get("stage") not in FLAG_BORNE:
+        return 0.0
+    try:
+        at = datetime.fromisoformat(payload["at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return at + COMMIT_MARGIN_SECONDS + propagation_seconds()
 
 
 def status_payload(

@@ -5,7 +5,8 @@ async iterator, so an open stream costs a coroutine and a queue, not a thread. T
 source of truth: a browser reconnecting with `Last-Event-ID` gets exactly the events after that
 id; Redis pub/sub (one subscriber per process, healing.stream.hub) wakes the streams at once and
 carries the events, so an event reaches an open stream without a query. Without Redis each
-stream reads the database every KAIZEN_STREAM_POLL_SECONDS.
+stream reads the database every KAIZEN_STREAM_POLL_SECONDS. A "Fixed" status waits, and what
+follows it with it, until its fix's flag has reached every process (fanout.status_send_after).
 
 Under the WSGI server (the API's granian) this path answers 421 with the stream's address
 instead: a stream there would hold a worker thread for minutes.
@@ -28,6 +29,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from healing.models import Project, SessionEvent, UserSession
+from healing.stream.fanout import status_send_after
 from healing.stream.hub import RESYNC, hub_for
 from healing.stream.sessions import EVENTS_PATH
 from healing.stream.tokens import TokenError, token_check
@@ -80,6 +82,16 @@ def sse_format(*, event_id: int, kind: str, data: Any) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), orjson.dumps(data))
 
 
+def _chunk(*, event_id: int, kind: str, data: Any) -> tuple[float, bytes]:
+    """An event's bytes, with the time before which they must not be sent (fanout.status_send_after)."""
+    return status_send_after(kind=kind, payload=data), sse_format(event_id=event_id, kind=kind, data=data)
+
+
+async def _held(send_after: float) -> None:
+    if (wait := send_after - time.time()) > 0:
+        await asyncio.sleep(wait)
+
+
 HEARTBEAT = b": keep-alive\n\n"
 TOUCH_SECONDS = 60
 
@@ -95,7 +107,7 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
     read_every = settings.KAIZEN_STREAM_POLL_SECONDS if polling else settings.KAIZEN_STREAM_RESYNC_SECONDS
     heartbeat = settings.KAIZEN_STREAM_HEARTBEAT_SECONDS
 
-    async def read() -> list[bytes]:
+    async def read() -> list[tuple[float, bytes]]:
         nonlocal last_id, last_read
         chunks = []
         rows = await db_read(_events_after, session_id, last_id)
@@ -103,7 +115,7 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
         for event_id, kind, payload in rows:
             if event_id not in seen:
                 seen.append(event_id)
-                chunks.append(sse_format(event_id=event_id, kind=kind, data=payload))
+                chunks.append(_chunk(event_id=event_id, kind=kind, data=payload))
             last_id = max(last_id, event_id)
         return chunks
 
@@ -113,7 +125,8 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
     try:
         yield b"retry: %d\n\n" % settings.KAIZEN_STREAM_RETRY_MS
         # Subscribed before this read: an event committed in between is in one or the other.
-        for chunk in await read():
+        for send_after, chunk in await read():
+            await _held(send_after)
             yield chunk
         last_write = time.monotonic()
         end = started + settings.KAIZEN_STREAM_MAX_SECONDS
@@ -127,7 +140,7 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
                     pass
             else:
                 await asyncio.sleep(timeout)
-            chunks: list[bytes] = []
+            chunks: list[tuple[float, bytes]] = []
             if item is RESYNC or time.monotonic() >= last_read + read_every:
                 chunks = await read()
             elif item is not None and item["id"] not in seen:
@@ -135,10 +148,11 @@ async def event_stream(*, session_id: str, last_id: int) -> AsyncIterator[bytes]
                 # may commit after a later one.
                 seen.append(item["id"])
                 last_id = max(last_id, item["id"])
-                chunks = [sse_format(event_id=item["id"], kind=item["k"], data=item["d"])]
+                chunks = [_chunk(event_id=item["id"], kind=item["k"], data=item["d"])]
             if not chunks and time.monotonic() >= last_write + heartbeat:
-                chunks = [HEARTBEAT]
-            for chunk in chunks:
+                chunks = [(0.0, HEARTBEAT)]
+            for send_after, chunk in chunks:  # in order: what follows a held event waits with it
+                await _held(send_after)
                 yield chunk
             if chunks:
                 last_write = time.monotonic()

@@ -3,6 +3,7 @@ move arrive at once, resume exactly with Last-Event-ID, reach every tab, heartbe
 it ends by itself, and only the session's own, current token opens it."""
 
 import time
+from datetime import datetime
 from unittest import mock
 from urllib.parse import urlsplit
 
@@ -10,8 +11,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from flags.evaluate import propagation_seconds
 from healing.loop.stages import issue_move
-from healing.models import SessionEvent, Stage
+from healing.models import Issue, SessionEvent, Stage
 from healing.stream import fanout
 from healing.stream.hub import CLIENT_NAME
 from healing.stream.tokens import token_issue
@@ -89,6 +91,48 @@ def test_a_reconnecting_browser_gets_exactly_what_it_missed(stream, user):
     (fixed,) = by_query.events(1)
     assert fixed["data"]["stage"] == "deployed" and fixed["data"]["final"] is True
     by_query.close()
+
+
+def verified(user: dict) -> None:
+    """The issue waits at `verifying`, told to no one yet: the next move may be to deployed."""
+    Issue.objects.filter(pk=user["issue"].pk).update(stage=Stage.VERIFYING)
+    user["issue"].stage = Stage.VERIFYING
+
+
+def test_fixed_waits_until_the_fix_has_reached_every_process(stream, user):
+    """A "Fixed" rests on the flag turned on with it, and each web process sees a flag change within
+    flags.evaluate.propagation_seconds(): the stream holds that status, and what follows it, until
+    then, so a "Try again" clicked the moment it shows runs with the fix."""
+    verified(user)
+    sse = SSE(url(stream, user))
+    assert sse.block() == ["retry: 2000"]
+    move(user, Stage.DEPLOYED)
+    fanout.session_message(session=user["session"], text="Try again, Ada.")
+    fixed, message = sse.events(2)
+    arrived = time.time()
+    assert (fixed["data"]["stage"], message["event"]) == ("deployed", "message")  # order kept
+    at = datetime.fromisoformat(fixed["data"]["at"]).timestamp()
+    assert arrived >= fanout.status_send_after(kind="status", payload=fixed["data"]) >= at + propagation_seconds()
+    sse.close()
+
+
+def test_fixed_read_from_the_database_waits_too(stream, user):
+    """A tab opened (or reconnecting) at that moment reads the status from the database."""
+    verified(user)
+    move(user, Stage.DEPLOYED)
+    (fixed,) = SSE(url(stream, user)).events(1)
+    assert fixed["data"]["stage"] == "deployed"
+    assert time.time() >= fanout.status_send_after(kind="status", payload=fixed["data"]) > 0
+
+
+def test_only_a_status_resting_on_a_flag_is_held():
+    at = "2026-11-30T10:00:00+00:00"
+    held = fanout.status_send_after(kind="status", payload={"stage": "deployed", "at": at})
+    assert held >= datetime.fromisoformat(at).timestamp() + propagation_seconds()
+    for kind, payload in [("status", {"stage": "diagnosing", "at": at}), ("status", {"stage": "mitigated", "at": at}),
+                          ("message", {"stage": "deployed", "at": at}), ("status", {"stage": "deployed"}),
+                          ("status", {"stage": "deployed", "at": "yesterday"}), ("status", ["deployed"])]:  # fmt: skip
+        assert fanout.status_send_after(kind=kind, payload=payload) == 0.0
 
 
 def hub_connections() -> int:
