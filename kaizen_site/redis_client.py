@@ -1,4 +1,5 @@
-"""The one Redis connection pool Kaizen's own code uses (Django's cache and Celery keep theirs)."""
+"""The Redis client Kaizen's own code uses (Django's cache and Celery keep theirs): one connection
+pool per process, and for the ingest path's append a connection per thread (own_connection)."""
 
 import os
 import threading
