@@ -134,6 +134,18 @@ def wait_http(*, url: str, procs: Processes, name: str, timeout: float = 60.0) -
     raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s; see {procs.log_path(name=name)}")
 
 
+def wait_worker(*, procs: Processes, name: str, timeout: float = 60.0) -> None:
+    """Wait until the Celery worker started as `name` logs that it is ready; exit if it ends first
+    or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check(name=name)
+        if f"{name}@" in (log := procs.log_path(name=name).read_text(errors="replace")) and " ready." in log:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"worker {name} was not ready after {timeout:.0f} s; see {procs.log_path(name=name)}")
+
+
 # --- Web servers ----------------------------------------------------------------------------
 
 SERVERS = ("granian", "gunicorn")

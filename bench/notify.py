@@ -39,7 +39,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `bench` importable
-from bench.harness import Processes, free_port, load_average, percentile, procfile_argv, recreate_database  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Processes,
+    free_port,
+    load_average,
+    percentile,
+    procfile_argv,
+    recreate_database,
+    wait_worker,
+)  # fmt: skip
 
 TARGET_P99_MS = 2000.0
 PAGES_OVER_SECONDS = 10.0
@@ -202,13 +210,7 @@ def bench_env(*, beams_port: int, plain_port: int, smtp_port: int, ca: Path) -> 
 def worker_start(procs: Processes, name: str) -> None:
     """The Procfile's worker group `name`, as make run starts it; returns once it is ready."""
     procs.start(name=name, argv=procfile_argv(name=name))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        procs.check(name=name)
-        if f"{name}@" in (log := procs.log_path(name=name).read_text(errors="replace")) and " ready." in log:
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"worker {name} was not ready after 60 s; see {procs.log_path(name=name)}")
+    wait_worker(procs=procs, name=name)
 
 
 def wait_until(check, *, timeout: float, what: str, procs: Processes) -> None:  # noqa: ANN001 - a predicate

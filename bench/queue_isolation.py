@@ -49,6 +49,7 @@ from bench.harness import (  # noqa: E402
     procfile_argv,
     run_wrk,
     wait_http,
+    wait_worker,
 )  # fmt: skip
 
 BENCH_ENV = {
@@ -118,13 +119,7 @@ def worker_start(procs: Processes, name: str, queues: str | None = None, concurr
             "--concurrency", str(concurrency), "-P", "prefork", "--loglevel", "INFO", "--include", "bench.busywork",
         ]  # fmt: skip
     procs.start(name=name, argv=argv)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        procs.check(name=name)
-        if f"{name}@" in (log := procs.log_path(name=name).read_text(errors="replace")) and " ready." in log:
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"worker {name} was not ready after 60 s; see {procs.log_path(name=name)}")
+    wait_worker(procs=procs, name=name)
 
 
 # --- Queues ---------------------------------------------------------------------------------
