@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, setup_logging
 from kombu.exceptions import KombuError, OperationalError
 
 from kaizen_site.worker_priority import worker_started
@@ -29,6 +29,18 @@ def _settings_resolved(sender=None, source=None, **_) -> None:
     places, each miss an exception; publishing a task reads three such settings, which came to a
     third of its CPU (the ingest consumer publishes one task per new issue)."""
     source.update({key: source[key] for key in CELERY_DEFAULTS})
+
+
+@setup_logging.connect
+def _logging_ours(**_) -> None:
+    """Workers and beat log as the web processes do (kaizen_site.logs: structured, JSON in
+    production, every record's fields kept). Celery leaves logging to a receiver of this signal;
+    without one it replaces the root logger's handlers with a plain format that drops the fields."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 def broker_errors() -> tuple[type[BaseException], ...]:
