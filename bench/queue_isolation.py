@@ -25,6 +25,7 @@ single-queue baseline waits behind the backlog.
 
 import argparse
 import io
+import json
 import logging
 import os
 import shutil
@@ -122,6 +123,19 @@ def worker_start(procs: Processes, name: str, queues: str | None = None, concurr
     wait_worker(procs=procs, name=name)
 
 
+def priority_said(procs: Processes, name: str) -> str:
+    """What the worker `name` logged at start about its CPU priority (kaizen_site.worker_priority)."""
+    for line in procs.log_path(name=name).read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("logger") == "kaizen.workers":
+            said = {key: entry[key] for key in ("changed", "refused") if entry.get(key)}
+            return f"{entry.get('event')} {said}"
+    return "unchanged (it logged nothing about it)"
+
+
 # --- Queues ---------------------------------------------------------------------------------
 
 
@@ -177,8 +191,11 @@ def p0_report(tag: str, n: int) -> dict:
     }
 
 
-def reports_send(base_url: str, key: str, *, tag: str, count: int, over: float) -> dict[str, float]:
-    """POST `count` distinct P0 reports evenly over `over` seconds; returns issue id → time sent."""
+def reports_send(
+    base_url: str, key: str, *, tag: str, count: int, over: float, answered: dict[str, float] | None = None
+) -> dict[str, float]:
+    """POST `count` distinct P0 reports evenly over `over` seconds; returns issue id → time sent,
+    and fills `answered` (if given) with issue id → time the answer came back."""
     import requests
 
     sent: dict[str, float] = {}
@@ -191,7 +208,10 @@ def reports_send(base_url: str, key: str, *, tag: str, count: int, over: float) 
             response = session.post(f"{base_url}/api/v1/issues", json=p0_report(tag, n), timeout=10)
             if response.status_code != 202:
                 raise SystemExit(f"ingest answered {response.status_code}: {response.text[:300]}")
-            sent[response.json()["issue_id"]] = at
+            issue_id = response.json()["issue_id"]
+            sent[issue_id] = at
+            if answered is not None:
+                answered[issue_id] = time.time()
     return sent
 
 
@@ -304,6 +324,7 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     print("isolated queues, the Procfile's worker groups: " + ", ".join(f"`{n}` [{q}]" for n, q in groups.items()))
     for name in groups:
         worker_start(procs, name)
+    print(f"  critical worker's CPU priority: {priority_said(procs, 'critical')}")
 
     warm = reports_send(base_url, key, tag=f"{tag}-warm", count=WARM_UP_REPORTS, over=0.0)
     severities_check(list(warm))
@@ -317,7 +338,10 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
 
     load = IngestLoad(base_url=base_url, key=key, connections=args.ingest_connections)
     load.start(seconds=SEND_OVER_SECONDS + 2 * INGEST_MARGIN_SECONDS)
-    sent = reports_send(base_url, key, tag=f"{tag}-isolated", count=args.reports, over=SEND_OVER_SECONDS)
+    answered: dict[str, float] = {}
+    sent = reports_send(
+        base_url, key, tag=f"{tag}-isolated", count=args.reports, over=SEND_OVER_SECONDS, answered=answered
+    )
     load.join()
     started = starts_wait(list(sent), timeout=args.timeout)
     severities_check(list(sent))
@@ -329,20 +353,17 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
         ok = percentile(values=waits, pct=99) <= TARGET_P99_MS
         print(f"  P0 wait (POST → task start): {spread(waits)}   "
               f"target p99 ≤ {TARGET_P99_MS:.0f} ms: {'met' if ok else 'MISSED'}")  # fmt: skip
-        print(f"    of which POST → published {breakdown(sent, started, before=True)}; "
-              f"published → started {breakdown(sent, started, before=False)}")  # fmt: skip
+        published = published_at(list(started))
+        print(f"    of which POST → published {between(sent, published)}; published → started "
+              f"{between(published, started)}; the POST's answer came back {between(sent, answered)} "
+              f"after it was sent")  # fmt: skip
     print(f"  P3 backlog remaining: {depth('P3'):,} tasks")
     return Outcome(reports=len(sent), waits=waits, backlog=backlog, not_started=len(sent) - len(started))
 
 
-def breakdown(sent: dict[str, float], started: dict[str, float], *, before: bool) -> str:
-    """p50/p99 of the part of the wait before (ingest) or after (queue) the task was published."""
-    published = published_at(list(started))
-    parts = [
-        ((published[pk] - sent[pk]) if before else (started[pk] - published[pk])) * 1000
-        for pk in started
-        if pk in published
-    ]
+def between(earlier: dict[str, float], later: dict[str, float]) -> str:
+    """p50/p99 of one leg of the P0 wait: from `earlier` to `later`, for the issues in both."""
+    parts = [(later[pk] - earlier[pk]) * 1000 for pk in later if pk in earlier]
     if not parts:
         return "n/a"
     return f"p50 {percentile(values=parts, pct=50):,.0f} ms, p99 {percentile(values=parts, pct=99):,.0f} ms"
