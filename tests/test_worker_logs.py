@@ -17,7 +17,7 @@ import logging, django
 django.setup()
 from kaizen_site.celery import app
 app.log.setup(loglevel="INFO", redirect_stdouts=False)
-logging.getLogger("kaizen.workers").warning("P0 worker runs without CPU priority", extra={"refused": ["nice -5"]})
+logging.getLogger("kaizen.workers").warning("P0 worker runs without CPU priority", extra={"refused": ["nice -10"]})
 """
 
 
@@ -35,6 +35,6 @@ def test_a_worker_keeps_the_structured_logs_and_their_fields():
             "level": "warning",
             "logger": "kaizen.workers",
             "timestamp": said[0]["timestamp"],
-            "refused": ["nice -5"],
+            "refused": ["nice -10"],
         }
     ]
