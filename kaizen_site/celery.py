@@ -32,15 +32,19 @@ def _settings_resolved(sender=None, source=None, **_) -> None:
 
 
 @setup_logging.connect
-def _logging_ours(**_) -> None:
+def _logging_ours(loglevel=None, **_) -> None:
     """Workers and beat log as the web processes do (kaizen_site.logs: structured, JSON in
-    production, every record's fields kept). Celery leaves logging to a receiver of this signal;
-    without one it replaces the root logger's handlers with a plain format that drops the fields."""
+    production, every record's fields kept), at the level `--loglevel` asks for. Celery leaves
+    logging to a receiver of this signal; without one it replaces the root logger's handlers with
+    a plain format that drops the fields."""
+    import logging
     from logging.config import dictConfig
 
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
 
 
 def broker_errors() -> tuple[type[BaseException], ...]:

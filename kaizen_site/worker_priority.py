@@ -84,14 +84,14 @@ def cpu_claim(*, nice: int = CRITICAL_NICE) -> tuple[list[str], list[str]]:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
             changed.append(f"nice {nice}")
         except PermissionError as exc:
-            refused.append(f"nice {nice}: {exc.strerror}")
+            refused.append(f"nice {nice}: {exc.strerror or exc}")
     current = session_nice()
     if os.getsid(0) == os.getpid() and current is not None and current > nice:
         try:
             AUTOGROUP.write_text(str(nice))
             changed.append(f"session nice {nice}")
         except OSError as exc:  # unprivileged, or a read-only /proc
-            refused.append(f"session nice {nice}: {exc.strerror}")
+            refused.append(f"session nice {nice}: {exc.strerror or exc}")
     return changed, refused
 
 
