@@ -164,7 +164,7 @@ def procfile_argv(*, name: str, extra: str = "") -> list[str]:
     """The Procfile's process `name` as honcho runs it: through a shell (its variables, such as
     PORT, come from the environment), with this virtualenv's programs first on the PATH; `extra`
     is appended to its command line."""
-    return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; exec {procfile_command(name=name)} {extra}']
+    return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; {procfile_command(name=name)} {extra}']
 
 
 WEB_WORKERS, WEB_THREADS = 2, 64  # the Procfile's defaults (WEB_CONCURRENCY, WEB_THREADS)

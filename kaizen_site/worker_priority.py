@@ -16,8 +16,8 @@ start and runs at the normal priority.
 Linux shares CPU time between sessions first ("autogroups", on by default on desktop and server
 kernels), then between processes by nice value within a session. honcho starts every Procfile
 line in a session of its own, so a nice value alone would change nothing: a worker that leads its
-session lowers the session's weight too. One started from a shell shares the shell's session and
-leaves it alone.
+session sets the session's weight too (the Procfile's `exec` makes the worker, not honcho's shell,
+the leader). One started from a shell shares the shell's session and leaves it alone.
 """
 
 import logging

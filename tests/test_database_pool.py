@@ -43,9 +43,9 @@ def test_only_the_processes_the_procfile_sizes_use_a_pool():
     # SQLite, the embedded default, has no server connections to bound.
     assert database_settings(DATABASE_URL="", DATABASE_POOL_SIZE="8")["pool"] is None
     commands = procfile_commands()
-    # Through env(1): the line may run after `exec`, which takes no variable assignments.
-    assert commands["web"].startswith('env DATABASE_POOL_SIZE="${WEB_DB_CONNECTIONS:-16}" granian ')
-    assert commands["critical"].startswith('env DATABASE_POOL_SIZE="${CRITICAL_THREADS:-16}" celery ')
+    # Through env(1): the lines run after `exec`, which takes no variable assignments.
+    assert commands["web"].startswith('exec env DATABASE_POOL_SIZE="${WEB_DB_CONNECTIONS:-16}" granian ')
+    assert commands["critical"].startswith('exec env DATABASE_POOL_SIZE="${CRITICAL_THREADS:-16}" celery ')
 
 
 def _backend_pid() -> int:

@@ -83,7 +83,7 @@ def make_run(tmp_path):
             start_new_session=True,
         )
     try:
-        yield base, process, log_path, stream
+        yield base, process, log_path, stream, mark
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -99,19 +99,44 @@ def make_run(tmp_path):
         _kill_marked(mark)
 
 
-def _kill_marked(mark: str) -> None:
+def _marked(mark: str) -> dict[int, list[str]]:
+    """The processes `make run` started (they carry the mark): pid → command line."""
     needle = f"MAKE_RUN_TEST_MARK={mark}".encode()
+    marked = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                marked[int(proc.name)] = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return marked
+
+
+def _worker_session_leaders(mark: str) -> dict[str, set[str]]:
+    """Worker group → what leads the sessions of its processes ("python" for the worker itself,
+    the shell's name when honcho's shell kept its place), once all three groups are up."""
+    deadline = time.monotonic() + 60
+    while True:
+        leaders: dict[str, set[str]] = {}
+        for pid, argv in _marked(mark).items():
+            if "worker" in argv and "--hostname" in argv:
+                group = argv[argv.index("--hostname") + 1].split("@")[0]
+                try:
+                    leader = Path(os.readlink(f"/proc/{os.getsid(pid)}/exe")).name
+                except OSError:  # gone meanwhile
+                    continue
+                leaders.setdefault(group, set()).add("python" if leader.startswith("python") else leader)
+        if len(leaders) == 3 or time.monotonic() > deadline:
+            return leaders
+        time.sleep(0.5)
+
+
+def _kill_marked(mark: str) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        marked = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                if needle in (proc / "environ").read_bytes().split(b"\0"):
-                    marked.append(int(proc.name))
-            except OSError:  # gone meanwhile, or not ours to read
-                continue
+        marked = _marked(mark)
         if not marked:
             return
         for pid in marked:
@@ -138,9 +163,13 @@ def _wait_for_health(base: str, process: subprocess.Popen, log_path: Path) -> di
 
 
 def test_make_run_serves_the_address_it_prints(make_run):
-    base, process, log_path, stream = make_run
+    base, process, log_path, stream, mark = make_run
     health = _wait_for_health(base, process, log_path)
     assert health["status"] == "ok"
+
+    # Each worker group leads the session honcho starts it in (the Procfile's `exec`), so the CPU
+    # weight it sets at start is its session's: the P0 worker's claim, the routine worker's yield.
+    assert _worker_session_leaders(mark) == {"critical": {"python"}, "urgent": {"python"}, "routine": {"python"}}
 
     printed = log_path.read_text()
     assert f"console    : {base}/admin/" in printed and f"demo       : {base}/demo/" in printed
