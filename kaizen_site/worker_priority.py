@@ -22,7 +22,7 @@ the leader). One started from a shell shares the shell's session and leaves it a
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 logger = logging.getLogger("kaizen.workers")
@@ -59,40 +59,41 @@ def session_nice() -> int | None:
         return None
 
 
-def cpu_yield(*, nice: int = BACKGROUND_NICE) -> list[str]:
-    """Lower this process's CPU priority to `nice` (never raise it); returns what was changed."""
-    changed = []
-    if os.getpriority(os.PRIO_PROCESS, 0) < nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        changed.append(f"nice {nice}")
-    if os.getsid(0) == os.getpid() and session_nice() is not None:
+def _nice_move(*, nice: int, further: Callable[[int], bool]) -> tuple[list[str], list[str]]:
+    """Set this process's nice value, and its session's if it leads one, to `nice` where
+    `further(current)` says that moves it the wanted way; returns (what was changed, what the
+    system refused and why)."""
+    changed: list[str] = []
+    refused: list[str] = []
+    if further(os.getpriority(os.PRIO_PROCESS, 0)):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            changed.append(f"nice {nice}")
+        except PermissionError as exc:  # only raising a priority needs privileges
+            refused.append(f"nice {nice}: {exc.strerror or exc}")
+    current = session_nice()
+    if os.getsid(0) == os.getpid() and current is not None and further(current):
         try:
             AUTOGROUP.write_text(str(nice))
             changed.append(f"session nice {nice}")
-        except OSError as exc:  # a kernel without autogroups, or a read-only /proc
-            logger.info("session CPU weight unchanged", extra={"error": str(exc)})
+        except OSError as exc:  # unprivileged, a kernel without autogroups, or a read-only /proc
+            refused.append(f"session nice {nice}: {exc.strerror or exc}")
+    return changed, refused
+
+
+def cpu_yield(*, nice: int = BACKGROUND_NICE) -> list[str]:
+    """Lower this process's CPU priority, and its session's, to `nice` (never raise them);
+    returns what was changed."""
+    changed, refused = _nice_move(nice=nice, further=lambda current: current < nice)
+    if refused:
+        logger.info("session CPU weight unchanged", extra={"refused": refused})
     return changed
 
 
 def cpu_claim(*, nice: int = CRITICAL_NICE) -> tuple[list[str], list[str]]:
-    """Raise this process's CPU priority, and its session's if it leads one, to `nice` (never
-    lower them); returns (what was changed, what the system refused and why)."""
-    changed: list[str] = []
-    refused: list[str] = []
-    if os.getpriority(os.PRIO_PROCESS, 0) > nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-            changed.append(f"nice {nice}")
-        except PermissionError as exc:
-            refused.append(f"nice {nice}: {exc.strerror or exc}")
-    current = session_nice()
-    if os.getsid(0) == os.getpid() and current is not None and current > nice:
-        try:
-            AUTOGROUP.write_text(str(nice))
-            changed.append(f"session nice {nice}")
-        except OSError as exc:  # unprivileged, or a read-only /proc
-            refused.append(f"session nice {nice}: {exc.strerror or exc}")
-    return changed, refused
+    """Raise this process's CPU priority, and its session's, to `nice` (never lower them);
+    returns (what was changed, what the system refused and why)."""
+    return _nice_move(nice=nice, further=lambda current: current > nice)
 
 
 def worker_started(*, queues: Iterable[str]) -> None:

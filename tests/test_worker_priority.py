@@ -195,6 +195,18 @@ def test_yielding_never_raises_a_priority_already_lower():
     assert run_child(code, own_session=True)["nice"] == 15
 
 
+def test_yielding_never_raises_a_session_already_lower(tmp_path, monkeypatch):
+    """An operator who gave the session nice 15 keeps it; the process itself still yields."""
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text("/autogroup-9 nice 15")
+    monkeypatch.setattr("kaizen_site.worker_priority.AUTOGROUP", autogroup)
+    monkeypatch.setattr(os, "getsid", lambda pid: os.getpid())
+    monkeypatch.setattr(os, "getpriority", lambda *args: 0)
+    monkeypatch.setattr(os, "setpriority", lambda *args: None)
+    assert cpu_yield() == [f"nice {BACKGROUND_NICE}"]
+    assert autogroup.read_text() == "/autogroup-9 nice 15"
+
+
 @pytest.mark.parametrize("content", ["", "garbage", "/autogroup-7 nice"])
 def test_an_unreadable_session_weight_is_left_alone(tmp_path, monkeypatch, content):
     """Some sandboxes show /proc/self/autogroup but leave it empty: no weight to read, none written."""
