@@ -38,11 +38,11 @@ def _logging_ours(loglevel=None, **_) -> None:
     logging to a receiver of this signal; without one it replaces the root logger's handlers with
     a plain format that drops the fields."""
     import logging
-    from logging.config import dictConfig
 
     from django.conf import settings
+    from django.utils.log import configure_logging
 
-    dictConfig(settings.LOGGING)
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)  # as django.setup() does
     if loglevel:
         logging.getLogger().setLevel(loglevel)
 
