@@ -97,8 +97,15 @@ def generate(*, prompt: str, retry: bool) -> GenerateResult:
 # --- 2. Credits ---------------------------------------------------------------------------------
 
 
+# Accounts live in the cache (Redis when there is one), which outlives the database: keyed by the
+# demo project's creation, a fresh database (`make clean`, a new checkout) starts them afresh,
+# and those of an earlier database expire.
+ACCOUNT_SECONDS = 30 * 24 * 3600
+
+
 def _account_key(user_id: str) -> str:
-    return f"kaizen:demo:account:{user_id}"
+    created = Project.objects.filter(slug=DEMO_SLUG).values_list("created_at", flat=True).first()
+    return f"kaizen:demo:account:{created.timestamp() if created else 0}:{user_id}"
 
 
 def account(*, user_id: str) -> dict[str, int]:
@@ -110,7 +117,7 @@ def purchase(*, user_id: str, credits: int) -> dict[str, int]:
     the demo never comes by itself (the sync delay the owner's webhook fixes)."""
     state = account(user_id=user_id)
     state = {"credits": state["credits"], "pending": state["pending"] + credits}
-    cache.set(_account_key(user_id), state, timeout=None)
+    cache.set(_account_key(user_id), state, timeout=ACCOUNT_SECONDS)
     return state
 
 
@@ -118,7 +125,7 @@ def credits_resync(*, user_id: str) -> dict[str, int]:
     """What the owner's `resync-credits` webhook does: ask the provider again and apply."""
     state = account(user_id=user_id)
     state = {"credits": state["credits"] + state["pending"], "pending": 0}
-    cache.set(_account_key(user_id), state, timeout=None)
+    cache.set(_account_key(user_id), state, timeout=ACCOUNT_SECONDS)
     return state
 
 

@@ -50,6 +50,22 @@ def test_generate_silently_drops_the_job_until_the_retry_fix_is_on(client, demo_
     assert other.status_code == 202  # the fix is per user until it is rolled out
 
 
+def test_a_new_demo_database_starts_the_accounts_afresh(client, demo_on):
+    """The accounts live in the cache, Redis, which outlives the database: a demo project made
+    afresh (`make clean`, a new checkout) must not find the balances of the last one."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from healing.models import Project
+
+    api(client, "POST", "/demo/api/purchase", user="carol", body={"credits": 100})
+    assert demo.account(user_id="carol") == {"credits": 0, "pending": 100}
+    Project.objects.filter(slug="demo").update(created_at=timezone.now() + timedelta(seconds=1))
+    assert demo.account(user_id="carol") == {"credits": 0, "pending": 0}
+    assert api(client, "GET", "/demo/api/credits", user="carol").json() == {"credits": 0, "pending": 0}
+
+
 def test_paid_credits_lag_until_the_owner_webhook_resyncs(client, demo_on):
     charged = api(client, "POST", "/demo/api/purchase", user="alice", body={"credits": 100})
     assert charged.json() == {"charged": 100, "credits": 0, "pending": 100}
