@@ -16,6 +16,7 @@ a probe forcing a fix on for one user, and the user a replay runs as, in place o
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -108,25 +109,35 @@ def _account_key(user_id: str) -> str:
     return f"kaizen:demo:account:{created.timestamp() if created else 0}:{user_id}"
 
 
+def _account_at(key: str) -> dict[str, int]:
+    return cache.get(key) or {"credits": 0, "pending": 0}
+
+
 def account(*, user_id: str) -> dict[str, int]:
-    return cache.get(_account_key(user_id)) or {"credits": 0, "pending": 0}
+    return _account_at(_account_key(user_id))
+
+
+def _account_change(*, user_id: str, change: Callable[[dict[str, int]], dict[str, int]]) -> dict[str, int]:
+    """Apply `change` to the user's account; returns the new state (one look-up of the key)."""
+    key = _account_key(user_id)
+    state = change(_account_at(key))
+    cache.set(key, state, timeout=ACCOUNT_SECONDS)
+    return state
 
 
 def purchase(*, user_id: str, credits: int) -> dict[str, int]:
     """The card is charged at once; the credits wait for the provider's confirmation, which in
     the demo never comes by itself (the sync delay the owner's webhook fixes)."""
-    state = account(user_id=user_id)
-    state = {"credits": state["credits"], "pending": state["pending"] + credits}
-    cache.set(_account_key(user_id), state, timeout=ACCOUNT_SECONDS)
-    return state
+    return _account_change(
+        user_id=user_id, change=lambda state: {"credits": state["credits"], "pending": state["pending"] + credits}
+    )
 
 
 def credits_resync(*, user_id: str) -> dict[str, int]:
     """What the owner's `resync-credits` webhook does: ask the provider again and apply."""
-    state = account(user_id=user_id)
-    state = {"credits": state["credits"] + state["pending"], "pending": 0}
-    cache.set(_account_key(user_id), state, timeout=ACCOUNT_SECONDS)
-    return state
+    return _account_change(
+        user_id=user_id, change=lambda state: {"credits": state["credits"] + state["pending"], "pending": 0}
+    )
 
 
 def hook_secret() -> str:

@@ -2,14 +2,17 @@
 
 import hashlib
 import hmac
+from datetime import timedelta
 
 import orjson
 import pytest
+from django.utils import timezone
 
 from flags.models import Flag
 from flags.probes import probe_sign
 from flags.services import override_set
 from healing.demo import product as demo
+from healing.models import Project
 
 
 def api(client, method, path, *, user=None, body=None, **headers):
@@ -32,8 +35,6 @@ def test_the_demo_is_off_unless_enabled(client, db):
 
 
 def test_the_page_carries_the_demo_project_key(client, demo_on):
-    from healing.models import Project
-
     key = Project.objects.get(slug="demo").keys.get().public_key
     response = client.get("/demo/")
     assert response.status_code == 200
@@ -53,12 +54,6 @@ def test_generate_silently_drops_the_job_until_the_retry_fix_is_on(client, demo_
 def test_a_new_demo_database_starts_the_accounts_afresh(client, demo_on):
     """The accounts live in the cache, Redis, which outlives the database: a demo project made
     afresh (`make clean`, a new checkout) must not find the balances of the last one."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from healing.models import Project
-
     api(client, "POST", "/demo/api/purchase", user="carol", body={"credits": 100})
     assert demo.account(user_id="carol") == {"credits": 0, "pending": 100}
     Project.objects.filter(slug="demo").update(created_at=timezone.now() + timedelta(seconds=1))
