@@ -99,7 +99,9 @@ class Issue(models.Model):
     the ingest endpoint can name the issue before the report is written."""
 
     id = models.UUIDField(primary_key=True, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="issues")
+    # Not indexed alone: the (project, fingerprint) constraint and the (project, last_seen) index
+    # lead with it. See Occurrence: every index is written by each new issue.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="issues", db_index=False)
     fingerprint = models.CharField(max_length=64)
     grouping = models.TextField(help_text="What the fingerprint was computed from.")
     type = models.CharField(max_length=32, choices=IssueType.choices)
@@ -165,7 +167,7 @@ class Issue(models.Model):
 class IssueUser(models.Model):
     """One row per distinct user an issue affected: keeps `affected_users` exact."""
 
-    issue = models.ForeignKey(Issue, on_delete=models.CASCADE)
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, db_index=False)  # the constraint leads with it
     user_key = models.CharField(max_length=200)
 
     class Meta:
@@ -178,9 +180,12 @@ class Occurrence(models.Model):
     another's), which makes storing a report idempotent."""
 
     event_id = models.UUIDField()
-    # The issue's project, repeated so the unique constraint can cover it.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="occurrences")
-    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="occurrences")
+    # The issue's project, repeated so the unique constraint can cover it. Neither foreign key has
+    # an index of its own: the constraint leads with the project and an index below with the issue,
+    # which serve the look-ups and cascades as well. Every report writes each index of this table
+    # (at random places: the ids are random), so an index that adds nothing costs ingest time.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="occurrences", db_index=False)
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="occurrences", db_index=False)
     source = models.CharField(max_length=10)  # native | sentry
     received_at = models.DateTimeField()
     timestamp = models.DateTimeField(null=True, blank=True, help_text="When the client says it happened.")

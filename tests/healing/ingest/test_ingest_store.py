@@ -4,11 +4,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from healing.ingest import store
 from healing.loop import pipeline
-from healing.models import EnqueueState, Issue, IssueEvent, Occurrence, Stage
+from healing.models import EnqueueState, Issue, IssueEvent, IssueUser, Occurrence, Stage
 from tests.factories import ProjectKeyFactory
 
 SILENT = {"type": "SILENT_FAILURE", "message": "Generate did nothing", "route": "/generate"}
@@ -237,3 +238,28 @@ def test_project_origins_must_be_bare_origins(db, origins):
     project = ProjectFactory.build(allowed_origins=origins)
     with pytest.raises(ValidationError):
         project.full_clean()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", [Occurrence, Issue, IssueUser])
+def test_every_index_a_report_writes_earns_its_place(model):
+    """Each stored report writes every index of these tables. A plain index whose columns begin
+    another index or unique constraint (Django's own index of a foreign key, say) serves no
+    look-up the longer one does not, and only costs ingest time and disk."""
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, table)
+    indexed = {  # name → (columns, unique)
+        name: (tuple(c["columns"]), c["unique"])
+        for name, c in found.items()
+        if (c["index"] or c["unique"]) and c["columns"] and not c["primary_key"]
+    }
+    assert any(unique for _, unique in indexed.values()), "the table's constraints could not be read"
+    covered = [
+        (name, other)
+        for name, (columns, unique) in indexed.items()
+        if not unique
+        for other, (longer, _) in indexed.items()
+        if len(longer) > len(columns) and longer[: len(columns)] == columns
+    ]
+    assert covered == [], f"{table}: plain indexes another one begins with"
