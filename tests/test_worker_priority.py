@@ -15,6 +15,7 @@ import pytest
 from kaizen_site.worker_priority import (
     BACKGROUND_NICE,
     CRITICAL_NICE,
+    CRITICAL_SWITCH_INTERVAL,
     background_only,
     cpu_claim,
     cpu_yield,
@@ -24,11 +25,12 @@ from kaizen_site.worker_priority import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Prints this process's nice value and its session's ("/autogroup-12 nice 0"), after `code`.
+# Prints this process's nice value, its session's ("/autogroup-12 nice 0") and the interpreter's
+# switch interval, after `code`.
 REPORT = """
-import json, os
+import json, os, sys
 from kaizen_site.worker_priority import session_nice
-print(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0), "session": session_nice()}))
+print(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0), "session": session_nice(), "switch": sys.getswitchinterval()}))
 """
 
 
@@ -92,6 +94,7 @@ print(json.dumps({"changed": logger.info.call_args.kwargs["extra"]["changed"]}))
 """
     found = run_child(code, own_session=True)
     assert found["nice"] == BACKGROUND_NICE
+    assert found["switch"] == sys.getswitchinterval()  # only the P0 worker changes it
     if new_session_nice is None:  # no autogroups: nothing to write
         assert found["session"] is None
     else:  # written where /proc allows it, and then the worker says so
@@ -111,6 +114,7 @@ celeryd_after_setup.send(sender="urgent@test", instance=SimpleNamespace(app=app)
     assert run_child(code, own_session=True) == {
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "session": new_session_nice,
+        "switch": sys.getswitchinterval(),
     }
 
 
@@ -130,6 +134,9 @@ call = (logger.warning.call_args or logger.info.call_args)
 print(json.dumps({"said": call.args[0], **call.kwargs["extra"]}))
 """
     found = run_child(code, own_session=True)
+    # Privileged or not, the thread that takes P0 tasks gets the interpreter back sooner.
+    assert found["switch"] == pytest.approx(CRITICAL_SWITCH_INTERVAL)
+    assert found["switch"] < sys.getswitchinterval()
     before = os.getpriority(os.PRIO_PROCESS, 0)
     if f"nice {CRITICAL_NICE}" in found["changed"]:
         assert found["nice"] == CRITICAL_NICE
@@ -186,7 +193,7 @@ def test_a_worker_sharing_its_session_leaves_the_session_alone():
     """Started from a shell, the shell's session (and whatever else runs in it) keeps its weight."""
     before = session_nice()
     found = run_child("from kaizen_site.worker_priority import cpu_yield; cpu_yield()", own_session=False)
-    assert found == {"nice": BACKGROUND_NICE, "session": before}
+    assert found == {"nice": BACKGROUND_NICE, "session": before, "switch": sys.getswitchinterval()}
     assert session_nice() == before
 
 
