@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 
 from healing.models import AuditEntry, Issue, Occurrence, Project
+from healing.stream import fanout
 from tests.healing.conftest import demo_enable
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -312,6 +313,59 @@ def test_the_popup_appears_at_once_when_a_click_fails(browser_page, demo_site):
     assert sent.wait_for(lambda r: r["type"] == "AUTH_ISSUE")
     assert panel.get_attribute("data-stage") == "detected"
     assert "Your sign-in ran into a problem" in panel.inner_text()
+
+
+# In the page: each time the panel opens (its title then), and each announcement of its live region.
+WATCH = """() => { const root = document.querySelector('#kaizen-overlay').shadowRoot;
+  const panel = root.querySelector('.panel'), live = root.querySelector('[aria-live]');
+  window.kzSeen = {opened: [], announced: []}; let hidden = panel.hidden;
+  new MutationObserver(() => { if (hidden && !panel.hidden) window.kzSeen.opened.push(panel.querySelector('h2').textContent);
+    hidden = panel.hidden; }).observe(panel, {attributes: true, attributeFilter: ['hidden']});
+  new MutationObserver(() => window.kzSeen.announced.push(live.textContent)).observe(live, {childList: true, characterData: true, subtree: true}); }"""
+
+
+def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser_page, demo_site):
+    """The page shows "We noticed a problem" itself, then the server tells the same stage in its
+    own words: the open panel takes the words, a screen reader hears the stage once, and a panel
+    the user hid stays hidden when the stage is told yet again. The user's event stream is
+    served here by the test (the stream server is not running)."""
+    page = browser_page
+    pending: list[str] = []
+
+    def stream(route):
+        body = "retry: 200\n\n" + "".join(pending)
+        pending.clear()
+        route.fulfill(
+            status=200, body=body, headers={"Content-Type": "text/event-stream", "Access-Control-Allow-Origin": "*"}
+        )
+
+    page.route("**/api/v1/sessions/*/events*", stream)
+    sent = open_demo(page, demo_site)
+    page.evaluate(WATCH)
+    log_in(page)  # the demo's session bug: the page's own popup
+    panel = page.locator(f"{OVERLAY} .panel")
+    panel.wait_for(state="visible", timeout=3000)
+    issue = stored(sent.wait_for(lambda r: r["type"] == "AUTH_ISSUE")["event_id"]).issue
+    detected = fanout.status_payload(issue_id=issue.pk, stage="detected", issue_type=issue.type)
+    assert detected["message"] not in panel.inner_text()  # the server's words differ from the page's
+    pending.append(f"event: status\ndata: {json.dumps(detected)}\n\n")
+    page.wait_for_function(
+        "(words) => document.querySelector('#kaizen-overlay').shadowRoot.querySelector('.panel').textContent.includes(words)",
+        arg=detected["message"][:40],
+        timeout=10000,
+    )
+    panel.get_by_role("button", name="Hide").click()
+    page.evaluate("window.kzSeen.opened = []")
+    owner = {"message": "after the repeat", "from": "owner"}
+    pending.append(f"event: status\ndata: {json.dumps(detected)}\n\nevent: message\ndata: {json.dumps(owner)}\n\n")
+    page.wait_for_function(
+        "() => document.querySelector('#kaizen-overlay').shadowRoot.querySelector('.panel').textContent.includes('after the repeat')",
+        timeout=10000,
+    )
+    seen = page.evaluate("window.kzSeen")
+    assert seen["opened"] == ["A message from the team"]  # not "We noticed a problem" again
+    told = [text for text in seen["announced"] if text.startswith("We noticed a problem")]
+    assert len(told) == 1, seen["announced"]  # the page's own notice, not the server's repeats
 
 
 def test_the_panel_fits_a_phone_and_keeps_still_for_reduced_motion(browser_page, demo_site):

@@ -594,7 +594,7 @@
     else if (!event.shiftKey && (active === last || !panel.contains(active))) { event.preventDefault(); first.focus(); }
   }
 
-  function show(title, body, focus) {
+  function show(title, body, focus, announce) {
     overlay();
     panel.textContent = "";
     panel.appendChild(h("button", { class: "close", type: "button", "aria-label": "Close", text: "Close", onclick: close }));
@@ -602,7 +602,7 @@
     body.forEach(function (el) { if (el) panel.appendChild(el); });
     panel.hidden = false;
     root.querySelector(".help").setAttribute("aria-expanded", "true");
-    live.textContent = title + ". " + (panel.querySelector(".msg") || panel).textContent.slice(0, 300);
+    if (announce !== false) live.textContent = title + ". " + (panel.querySelector(".msg") || panel).textContent.slice(0, 300);
     if (focus) (panel.querySelector("textarea,button.primary") || panel.querySelector("button")).focus();
   }
 
@@ -663,6 +663,11 @@
   }
 
   function statusRender(issue, status) {
+    // The stage the panel already shows, told again (the page's own notice, then the server's
+    // words for it): the panel takes the new words if it is open, but a panel the user hid stays
+    // hidden and a screen reader is not told the same thing twice.
+    var again = !!issue.last && issue.last.stage === status.stage && !status.final && !status.needs_input && !status.reproduce && !issue.asking;
+    if (again && (!panel || panel.hidden)) { issue.last = status; return; }
     // A question stays up until the user answers it: later progress must not wipe what they type.
     if (status.final) issue.asking = null;
     else if (issue.asking) status = Object.assign({}, status, issue.asking);
@@ -684,9 +689,10 @@
     row.appendChild(h("button", { type: "button", text: status.final ? "Done" : "Hide", onclick: close }));
     show(TITLES[status.stage] || "Working on it", [
       progress(status.final ? steps + 1 : step, steps), meta, markdown(status.message), extra, row,
-    ], false);
+    ], false, !again);
     panel.setAttribute("data-stage", status.stage);
     panel.setAttribute("data-issue", issue.id || "");
+    if (again) return;
     try { window.dispatchEvent(new CustomEvent("kaizen:status", { detail: { issue_id: issue.id || null, stage: status.stage, step: step, final: !!status.final } })); } catch (e) { /* old browsers */ }
   }
 
