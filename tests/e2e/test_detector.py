@@ -327,8 +327,8 @@ WATCH = """() => { const root = document.querySelector('#kaizen-overlay').shadow
 def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser_page, demo_site):
     """The page shows "We noticed a problem" itself, then the server tells the same stage in its
     own words: the open panel takes the words, a screen reader hears the stage once, and a panel
-    the user hid stays hidden when the stage is told yet again. The user's event stream is
-    served here by the test (the stream server is not running)."""
+    the user hid stays hidden when the stage is told yet again; meeting the problem again brings
+    it back. The user's event stream is served here by the test (the stream server is not running)."""
     page = browser_page
     pending: list[str] = []
 
@@ -366,6 +366,13 @@ def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser
     assert seen["opened"] == ["A message from the team"]  # not "We noticed a problem" again
     told = [text for text in seen["announced"] if text.startswith("We noticed a problem")]
     assert len(told) == 1, seen["announced"]  # the page's own notice, not the server's repeats
+
+    # The user meets the same problem again: it is not reported twice, but its popup comes back.
+    panel.get_by_role("button", name="Close").click()
+    page.click("#login")
+    panel.wait_for(state="visible", timeout=3000)
+    assert panel.locator("h2").inner_text() == "We noticed a problem"
+    assert len([r for r in sent.reports() if r["type"] == "AUTH_ISSUE"]) == 1
 
 
 def test_the_panel_fits_a_phone_and_keeps_still_for_reduced_motion(browser_page, demo_site):

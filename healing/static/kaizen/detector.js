@@ -518,6 +518,7 @@
 
   // ---------------------------------------------------------------- the overlay
   var host, root, panel, live, current = null, issues = {}, pendingStatus = {}, opener = null;
+  var shown = null; // the issue whose status the open panel shows
   var CSS_TEXT =
     ":host{all:initial}*{box-sizing:border-box;font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif}" +
     ".help{position:fixed;right:16px;bottom:16px;z-index:2147483646;padding:8px 14px;border-radius:999px;border:1px solid rgba(245,165,36,.6);" +
@@ -596,6 +597,7 @@
 
   function show(title, body, focus, announce) {
     overlay();
+    shown = null;
     panel.textContent = "";
     panel.appendChild(h("button", { class: "close", type: "button", "aria-label": "Close", text: "Close", onclick: close }));
     panel.appendChild(h("h2", { id: "kz-title", text: title }));
@@ -609,6 +611,7 @@
   function close() {
     if (!panel || panel.hidden) return;
     panel.hidden = true;
+    shown = null;
     root.querySelector(".help").setAttribute("aria-expanded", "false");
     if (opener) opener.focus();
     opener = null;
@@ -659,15 +662,17 @@
       // Fixed: the same problem may now be reported again if it comes back.
       for (var s in sent) if (sent[s].issue === issue.id) delete sent[s];
     }
-    statusRender(issue, status);
+    // The stage already told, told again (the page's own notice, then the server's words for
+    // it): the open panel takes the new words, but a panel the user hid, or that shows something
+    // else since, is left as it is.
+    var again = !!issue.last && issue.last.stage === status.stage && !status.final && !status.needs_input && !status.reproduce && !issue.asking;
+    if (again && shown !== issue) { issue.last = status; return; }
+    statusRender(issue, status, again);
   }
 
-  function statusRender(issue, status) {
-    // The stage the panel already shows, told again (the page's own notice, then the server's
-    // words for it): the panel takes the new words if it is open, but a panel the user hid stays
-    // hidden and a screen reader is not told the same thing twice.
-    var again = !!issue.last && issue.last.stage === status.stage && !status.final && !status.needs_input && !status.reproduce && !issue.asking;
-    if (again && (!panel || panel.hidden)) { issue.last = status; return; }
+  // `quietly`: the panel already shows this stage of the issue; it takes the new words without
+  // telling a screen reader (or the page's kaizen:status listeners) again.
+  function statusRender(issue, status, quietly) {
     // A question stays up until the user answers it: later progress must not wipe what they type.
     if (status.final) issue.asking = null;
     else if (issue.asking) status = Object.assign({}, status, issue.asking);
@@ -689,10 +694,11 @@
     row.appendChild(h("button", { type: "button", text: status.final ? "Done" : "Hide", onclick: close }));
     show(TITLES[status.stage] || "Working on it", [
       progress(status.final ? steps + 1 : step, steps), meta, markdown(status.message), extra, row,
-    ], false, !again);
+    ], false, !quietly);
     panel.setAttribute("data-stage", status.stage);
     panel.setAttribute("data-issue", issue.id || "");
-    if (again) return;
+    shown = issue;
+    if (quietly) return;
     try { window.dispatchEvent(new CustomEvent("kaizen:status", { detail: { issue_id: issue.id || null, stage: status.stage, step: step, final: !!status.final } })); } catch (e) { /* old browsers */ }
   }
 
