@@ -6,12 +6,12 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-# (table, column, index name): the names Django generated for these foreign keys.
+# (model, field, its related_name, the model it points to, the index Django generated for it)
 COVERED = [
-    ("healing_issue", "project_id", "healing_issue_project_id_173ae587"),
-    ("healing_issueuser", "issue_id", "healing_issueuser_issue_id_f4b0538b"),
-    ("healing_occurrence", "issue_id", "healing_occurrence_issue_id_98ab7f4b"),
-    ("healing_occurrence", "project_id", "healing_occurrence_project_id_3679e707"),
+    ("issue", "project", "issues", "healing.project", "healing_issue_project_id_173ae587"),
+    ("issueuser", "issue", None, "healing.issue", "healing_issueuser_issue_id_f4b0538b"),
+    ("occurrence", "issue", "occurrences", "healing.issue", "healing_occurrence_issue_id_98ab7f4b"),
+    ("occurrence", "project", "occurrences", "healing.project", "healing_occurrence_project_id_3679e707"),
 ]
 
 
@@ -25,48 +25,22 @@ class Migration(migrations.Migration):
             database_operations=[
                 migrations.RunSQL(
                     sql=f'DROP INDEX IF EXISTS "{index}"',
-                    reverse_sql=f'CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" ("{column}")',
+                    reverse_sql=f'CREATE INDEX IF NOT EXISTS "{index}" ON "healing_{model}" ("{field}_id")',
                 )
-                for table, column, index in COVERED
+                for model, field, _, _, index in COVERED
             ],
             state_operations=[
                 migrations.AlterField(
-                    model_name="issue",
-                    name="project",
+                    model_name=model,
+                    name=field,
                     field=models.ForeignKey(
                         db_index=False,
                         on_delete=django.db.models.deletion.CASCADE,
-                        related_name="issues",
-                        to="healing.project",
+                        related_name=related_name,
+                        to=to,
                     ),
-                ),
-                migrations.AlterField(
-                    model_name="issueuser",
-                    name="issue",
-                    field=models.ForeignKey(
-                        db_index=False, on_delete=django.db.models.deletion.CASCADE, to="healing.issue"
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="occurrence",
-                    name="issue",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="occurrences",
-                        to="healing.issue",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="occurrence",
-                    name="project",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="occurrences",
-                        to="healing.project",
-                    ),
-                ),
+                )
+                for model, field, related_name, to, _ in COVERED
             ],
         ),
     ]
