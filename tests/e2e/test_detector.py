@@ -324,12 +324,9 @@ WATCH = """() => { const root = document.querySelector('#kaizen-overlay').shadow
   new MutationObserver(() => window.kzSeen.announced.push(live.textContent)).observe(live, {childList: true, characterData: true, subtree: true}); }"""
 
 
-def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser_page, demo_site):
-    """The page shows "We noticed a problem" itself, then the server tells the same stage in its
-    own words: the open panel takes the words, a screen reader hears the stage once, and a panel
-    the user hid stays hidden when the stage is told yet again; meeting the problem again brings
-    it back. The user's event stream is served here by the test (the stream server is not running)."""
-    page = browser_page
+def stream_served(page) -> list[str]:
+    """Serve the user's event stream from the test: each connection gets the events appended to
+    the returned list since the last one (the browser reconnects after 200 ms)."""
     pending: list[str] = []
 
     def stream(route):
@@ -340,6 +337,16 @@ def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser
         )
 
     page.route("**/api/v1/sessions/*/events*", stream)
+    return pending
+
+
+def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser_page, demo_site):
+    """The page shows "We noticed a problem" itself, then the server tells the same stage in its
+    own words: the open panel takes the words, a screen reader hears the stage once, and a panel
+    the user hid stays hidden when the stage is told yet again; meeting the problem again brings
+    it back. The user's event stream is served here by the test (the stream server is not running)."""
+    page = browser_page
+    pending = stream_served(page)
     sent = open_demo(page, demo_site)
     page.evaluate(WATCH)
     log_in(page)  # the demo's session bug: the page's own popup
@@ -373,6 +380,30 @@ def test_a_stage_told_again_is_not_announced_again_nor_reopens_the_panel(browser
     panel.wait_for(state="visible", timeout=3000)
     assert panel.locator("h2").inner_text() == "We noticed a problem"
     assert len([r for r in sent.reports() if r["type"] == "AUTH_ISSUE"]) == 1
+
+
+def test_a_fix_is_announced_without_its_title_said_twice(browser_page, demo_site):
+    """The words of a fix begin with "Fixed.", which is also the panel's title: a screen reader
+    hears it once."""
+    page = browser_page
+    pending = stream_served(page)
+    sent = open_demo(page, demo_site)
+    page.evaluate(WATCH)
+    log_in(page)
+    panel = page.locator(f"{OVERLAY} .panel")
+    panel.wait_for(state="visible", timeout=3000)
+    issue = stored(sent.wait_for(lambda r: r["type"] == "AUTH_ISSUE")["event_id"]).issue
+    fixed = fanout.status_payload(issue_id=issue.pk, stage="deployed", issue_type=issue.type)
+    assert fixed["message"].startswith("**Fixed.**") and panel.locator("h2").inner_text() != "Fixed"
+    pending.append(f"event: status\ndata: {json.dumps(fixed)}\n\n")
+    page.wait_for_function(
+        "() => document.querySelector('#kaizen-overlay').shadowRoot.querySelector('.panel').dataset.stage === 'deployed'",
+        timeout=10000,
+    )
+    assert panel.locator("h2").inner_text() == "Fixed"
+    announced = page.evaluate("window.kzSeen.announced")
+    assert announced[-1].startswith("Fixed. You can sign in again now"), announced
+    assert announced[0].startswith("We noticed a problem. ")  # a title the words don't begin with is said
 
 
 def test_the_panel_fits_a_phone_and_keeps_still_for_reduced_motion(browser_page, demo_site):

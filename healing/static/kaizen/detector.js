@@ -604,7 +604,11 @@
     body.forEach(function (el) { if (el) panel.appendChild(el); });
     panel.hidden = false;
     root.querySelector(".help").setAttribute("aria-expanded", "true");
-    if (announce !== false) live.textContent = title + ". " + (panel.querySelector(".msg") || panel).textContent.slice(0, 300);
+    if (announce !== false) {
+      // The words may begin with the title ("Fixed. Your balance…"): a screen reader hears it once.
+      var words = (panel.querySelector(".msg") || panel).textContent.slice(0, 300);
+      live.textContent = words.lastIndexOf(title, 0) === 0 ? words : title + ". " + words;
+    }
     if (focus) (panel.querySelector("textarea,button.primary") || panel.querySelector("button")).focus();
   }
 
