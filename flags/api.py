@@ -23,11 +23,12 @@ from flags.serializers import (
     FlagOut,
     FlagsForUser,
     FlagUpdateBody,
+    UserId,
     UserQuery,
     WhyBody,
 )
 from healing.authentication import ProjectKeyAuthentication
-from kaizen_site.api import ErrorBody
+from kaizen_site.api import ErrorBody, JSONOnly
 
 KEY_PARAM = OpenApiParameter("key", str, description="The project's public key (instead of `X-Kaizen-Key`).")
 FLAG_KEY_PARAM = OpenApiParameter("flag_key", str, location=OpenApiParameter.PATH, description="The flag's key.")
@@ -44,6 +45,7 @@ OWNER_DOC = (
     " Owner only: the project's secret key as `Authorization: Bearer <secret>`, or a console session"
     " holding the `flags.change_flag` permission."
 )
+USER_ID_MAX = UserId["max_length"]
 # What a console session needs, per method: the permission the console itself asks for the same change.
 CHANGE_FLAG = ["flags.change_flag"]
 
@@ -62,6 +64,16 @@ def _validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
+def _user_param(request) -> str:
+    """The `user` query parameter. A plain valid one is taken as it is; anything else goes through
+    UserQuery, which answers exactly as before (400 `invalid`). The serializer is a fifth of an
+    evaluation's CPU, and this is the busiest read."""
+    user = request.query_params.get("user")
+    if user and len(user) <= USER_ID_MAX and user.isprintable():  # no NUL, no lone surrogate
+        return user
+    return _validated(UserQuery, request.query_params)["user"]
+
+
 def _none_match(header: str | None, etag: str) -> bool:
     # If-None-Match compares weakly (RFC 9110 §13.1.2): W/"x" matches "x".
     if not header:
@@ -74,6 +86,7 @@ def _none_match(header: str | None, etag: str) -> bool:
 class FlagsView(APIView):
     authentication_classes = [ProjectKeyAuthentication]
     permission_classes: list = []
+    content_negotiation_class = JSONOnly
 
 
 class FlagsForUserView(FlagsView):
@@ -94,7 +107,7 @@ class FlagsForUserView(FlagsView):
         },
     )
     def get(self, request):
-        user_id = _validated(UserQuery, request.query_params)["user"]
+        user_id = _user_param(request)
         forced = probe_forced_flags(request, project_id=request.auth.project_id)
         snapshot = evaluate.project_snapshot(project_id=request.auth.project_id)
         headers = {"Cache-Control": "private, no-cache"}

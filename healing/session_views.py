@@ -23,7 +23,6 @@ from healing.ingest import bodies
 from healing.ingest.bodies import parse_json
 from healing.ingest.errors import IngestError, too_large
 from healing.ingest.parsers import ReportJSONParser, body_read
-from healing.ingest.views import JSONOnly
 from healing.loop.replies import needs_input_answer
 from healing.stream import sessions
 from healing.stream.schemas import (
@@ -37,7 +36,7 @@ from healing.stream.schemas import (
     body_validate,
 )
 from healing.stream.tokens import TokenError
-from kaizen_site.api import ErrorBody
+from kaizen_site.api import ErrorBody, JSONOnly
 
 logger = logging.getLogger("kaizen.stream")
 

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from pydantic import BaseModel
 from rest_framework import exceptions
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger("kaizen.api")
@@ -18,6 +19,17 @@ CODES = {
     exceptions.MethodNotAllowed: "method_not_allowed",
     exceptions.NotFound: "not_found",
 }
+
+
+class JSONOnly(BaseContentNegotiation):
+    """Answer JSON whatever the client's Accept says (the API renders nothing else): the busy
+    endpoints (reports, flags) skip negotiating it on every request."""
+
+    def select_parser(self, request, parsers):
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 class ErrorBody(BaseModel):

@@ -1,5 +1,5 @@
-"""The WSGI application: reports through the lean handler, everything else through the whole
-middleware stack, with the same answers a client can see."""
+"""The WSGI application: reports and flag reads through the lean handler, everything else through
+the whole middleware stack, with the same answers a client can see."""
 
 import gc
 import io
@@ -9,15 +9,18 @@ import orjson
 import pytest
 from django.conf import settings
 
+from flags import evaluate, services
 from kaizen_site import wsgi
 from tests.factories import ProjectKeyFactory
 
 ORIGIN = "https://app.example.com"
 
 
-def _call(path: str, *, method: str = "GET", body: bytes = b"", **headers: str) -> tuple[str, dict[str, str], bytes]:
+def _call(
+    path: str, *, method: str = "GET", body: bytes = b"", query: str = "", **headers: str
+) -> tuple[str, dict[str, str], bytes]:
     environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "testserver",
         "SERVER_PORT": "80", "HTTP_HOST": "testserver", "CONTENT_LENGTH": str(len(body)),
         "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr, "REMOTE_ADDR": "127.0.0.1",
@@ -38,11 +41,15 @@ def _call(path: str, *, method: str = "GET", body: bytes = b"", **headers: str) 
 
 @pytest.mark.parametrize(
     ("path", "lean"),
-    [("/api/v1/issues", True), ("/api/12/envelope/", True), ("/api/12/store/", True),
-     ("/api/v1/issues/extra", False), ("/api/v1/sessions", False), ("/admin/login/", False), ("/healthz", False)],
+    [("/api/v1/issues", True), ("/api/12/envelope/", True), ("/api/12/store/", True), ("/api/v1/flags", True),
+     ("/api/v1/flags/evaluate", True), ("/api/v1/issues/extra", False), ("/api/v1/sessions", False),
+     ("/api/v1/flags/new-checkout", False), ("/api/v1/flags/new-checkout/kill", False), ("/admin/login/", False),
+     ("/healthz", False)],
 )  # fmt: skip
-def test_only_the_report_paths_take_the_lean_handler(path, lean):
-    assert bool(wsgi.REPORT_PATHS.fullmatch(path)) is lean
+def test_only_the_report_paths_and_the_flag_reads_take_a_lean_handler(path, lean):
+    # The flag owner's API (a flag's own path) may be called from a console session: whole stack.
+    matched = [paths for paths in (wsgi.REPORT_PATHS, wsgi.FLAG_READ_PATHS) if paths.fullmatch(path)]
+    assert len(matched) == int(lean)
 
 
 def test_building_the_lean_handler_leaves_the_setting_alone():
@@ -61,6 +68,25 @@ def test_a_browser_report_is_answered_with_cors_and_security_headers_and_no_cook
     assert headers["access-control-allow-origin"] == ORIGIN
     assert headers["x-content-type-options"] == "nosniff"
     assert "set-cookie" not in headers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_browser_reads_its_flags_with_cors_security_headers_an_etag_and_no_cookie():
+    key = ProjectKeyFactory(project__allowed_origins=[ORIGIN])
+    services.flag_create(project=key.project, key="new-checkout", actor="alice", enabled=True, rollout_percentage=100)
+    evaluate.snapshot_forget()
+    status, headers, content = _call(
+        "/api/v1/flags", query=f"user=42&key={key.public_key}", ORIGIN=ORIGIN, ACCEPT="text/html"
+    )
+    assert status.startswith("200"), content
+    assert orjson.loads(content)["flags"] == {"new-checkout": True}
+    assert headers["content-type"] == "application/json"  # whatever the Accept header asked
+    assert headers["access-control-allow-origin"] == ORIGIN
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["etag"] and "set-cookie" not in headers
+    assert headers["content-length"] == str(len(content))  # not chunked, as before
+    status, _, content = _call("/api/v1/flags", query=f"user=42&key={key.public_key}", IF_NONE_MATCH=headers["etag"])
+    assert status.startswith("304") and content == b""
 
 
 @pytest.mark.django_db(transaction=True)

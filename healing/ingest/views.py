@@ -12,7 +12,6 @@ from django.http import Http404, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, UnsupportedMediaType
-from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,7 +22,7 @@ from healing.ingest import accept, bodies
 from healing.ingest.errors import IngestError, Unavailable
 from healing.ingest.parsers import ReportJSONParser, ReportTextParser, body_decoded
 from healing.ingest.schemas import IssueAccepted, IssueReport
-from kaizen_site.api import ErrorBody
+from kaizen_site.api import ErrorBody, JSONOnly
 
 logger = logging.getLogger("kaizen.ingest")
 
@@ -37,16 +36,6 @@ OUTCOMES = {
     503: "unavailable",
 }
 RETRY_AFTER_S = 5  # a database restart or fail-over takes seconds; SDKs wait at least this long
-
-
-class JSONOnly(BaseContentNegotiation):
-    """Ingest answers JSON whatever the client's Accept says: skip negotiating it per report."""
-
-    def select_parser(self, request, parsers):
-        return DefaultContentNegotiation().select_parser(request, parsers)
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class IngestView(APIView):

@@ -99,6 +99,13 @@ def test_a_missing_or_oversized_user_is_400(api, flags, query):
     assert response.status_code == 400 and _error(response) == "invalid"
 
 
+def test_a_user_id_is_taken_as_sent(api, flags):
+    # Valid but not plain text (a tab, a space at the end): the full validation takes it, unchanged.
+    for user in ("a\tb", "42 ", "é" * 200):
+        response = api("get", "/api/v1/flags", data={"user": user})
+        assert response.status_code == 200 and response.json()["user"] == user
+
+
 def test_an_unknown_key_is_401(api, flags):
     response = api("get", "/api/v1/flags?user=1", key="0" * 32)
     assert response.status_code == 401 and _error(response) == "unknown_key"
