@@ -4,9 +4,9 @@ The busiest requests, problem reports and the flag reads products make on every 
 Django handler that loads only the middleware they use: the security headers and CORS (browsers
 call both cross-origin), and for flags the Content-Length. Neither reads a session or a cookie:
 they authenticate with the project's key. Sessions, CSRF, authentication, 2FA, the console
-guard, messages and django-axes serve the console; on a report they cost about a fifth of its
-CPU (bench/ingest.py), on a flag read close to half (0.9 → 0.5 ms, with the view's own lighter
-path). Every other path, the flag owner's API included, gets the whole of settings.MIDDLEWARE.
+guard, messages and django-axes serve the console; they cost about a fifth of a report's CPU
+(bench/ingest.py) and a quarter of a flag read's. Every other path, the flag owner's API
+included, gets the whole of settings.MIDDLEWARE.
 
 The garbage collector is tuned for a long-lived server process (see collector_tuned).
 """
