@@ -22,7 +22,8 @@ node_modules/.installed: package.json package-lock.json
 	fi
 
 # Migrations, the demo project (its key and addresses are printed), then web + the users' event
-# streams + ingest consumer + both worker groups + beat under honcho. Ctrl-C stops them all.
+# streams + ingest consumer + the worker groups (two `critical` processes) + beat under honcho.
+# Ctrl-C stops them all.
 # Everything is served at KAIZEN_PUBLIC_URL (default http://127.0.0.1:8000): honcho is started at
 # that URL's port, which it hands to the Procfile's first process, granian, as PORT (left alone,
 # honcho would hand it 5000 and nothing would answer at the address printed). The event streams are
@@ -42,7 +43,8 @@ run: $(VENV)/.installed assets
 	$(PY) manage.py kaizen_demo
 	rm -rf $(PROM_DIR) && mkdir -p $(PROM_DIR)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PROMETHEUS_MULTIPROC_DIR=$(PROM_DIR) \
-	  $(VENV)/bin/honcho start -f Procfile --port "$$($(PY) -m kaizen_site.runtime)"
+	  $(VENV)/bin/honcho start -f Procfile --port "$$($(PY) -m kaizen_site.runtime)" \
+	    --concurrency "$$($(PY) -m kaizen_site.runtime concurrency)"
 
 # The suite against the machine's PostgreSQL and Redis (see kaizen_site/test_settings.py).
 test: $(VENV)/.installed assets

@@ -140,7 +140,7 @@ def wait_worker(*, procs: Processes, name: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs.check(name=name)
-        if f"{name}@" in (log := procs.log_path(name=name).read_text(errors="replace")) and " ready." in log:
+        if " ready." in procs.log_path(name=name).read_text(errors="replace"):  # "critical.4242@host ready."
             return
         time.sleep(0.2)
     raise SystemExit(f"worker {name} was not ready after {timeout:.0f} s; see {procs.log_path(name=name)}")
@@ -165,6 +165,21 @@ def procfile_argv(*, name: str, extra: str = "") -> list[str]:
     PORT, come from the environment), with this virtualenv's programs first on the PATH; `extra`
     is appended to its command line."""
     return ["/bin/sh", "-c", f'PATH="{BIN}:$PATH"; export PATH; {procfile_command(name=name)} {extra}']
+
+
+def worker_processes() -> list[tuple[str, str]]:
+    """(process name, Procfile line) for each worker process `make run` starts: one per worker
+    group, and as many of a line as kaizen_site.runtime.process_counts says (critical, critical.2)."""
+    from django.conf import settings
+
+    from kaizen_site.runtime import process_counts
+
+    counts = process_counts()
+    return [
+        (group if index == 0 else f"{group}.{index + 1}", group)
+        for group in settings.CELERY_WORKER_GROUPS
+        for index in range(counts.get(group, 1))
+    ]
 
 
 WEB_WORKERS, WEB_THREADS = 2, 64  # the Procfile's defaults (WEB_CONCURRENCY, WEB_THREADS)

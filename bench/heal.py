@@ -40,6 +40,7 @@ from bench.harness import (  # noqa: E402
     procfile_argv,
     recreate_database,
     wait_http,
+    worker_processes,
 )
 from tests.demo_page import captured_request, report_body  # noqa: E402
 
@@ -91,7 +92,6 @@ def setup() -> str:
 
 
 def start(procs: Processes) -> None:
-    from django.conf import settings
 
     env = dict(os.environ)
     procs.start(
@@ -100,8 +100,8 @@ def start(procs: Processes) -> None:
         argv=procfile_argv(name="web"),
     )
     procs.start(name="consumer", env=env, argv=[sys.executable, "manage.py", "ingest_consumer"])
-    for name in settings.CELERY_WORKER_GROUPS:  # the Procfile's worker groups, as make run starts them
-        procs.start(name=name, env=env, argv=procfile_argv(name=name))
+    for name, line in worker_processes():  # the Procfile's worker groups, as make run starts them
+        procs.start(name=name, env=env, argv=procfile_argv(name=line))
     wait_http(url=f"{BASE}/healthz", procs=procs, name="web")
     time.sleep(3)  # the workers connect to the broker
 

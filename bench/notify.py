@@ -47,6 +47,7 @@ from bench.harness import (  # noqa: E402
     procfile_argv,
     recreate_database,
     wait_worker,
+    worker_processes,
 )  # fmt: skip
 
 TARGET_P99_MS = 2000.0
@@ -207,9 +208,9 @@ def bench_env(*, beams_port: int, plain_port: int, smtp_port: int, ca: Path) -> 
     }
 
 
-def worker_start(procs: Processes, name: str) -> None:
-    """The Procfile's worker group `name`, as make run starts it; returns once it is ready."""
-    procs.start(name=name, argv=procfile_argv(name=name))
+def worker_start(procs: Processes, name: str, *, line: str) -> None:
+    """A process `name` of the Procfile's worker group `line`, as make run starts it; returns once it is ready."""
+    procs.start(name=name, argv=procfile_argv(name=line))
     wait_worker(procs=procs, name=name)
 
 
@@ -335,7 +336,6 @@ def main() -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     django.setup()
     import redis
-    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -350,8 +350,8 @@ def main() -> None:
     tag = uuid.uuid4().hex[:6]
     procs = Processes(logs=folder)
     try:
-        for name in settings.CELERY_WORKER_GROUPS:
-            worker_start(procs, name)
+        for name, line in worker_processes():
+            worker_start(procs, name, line=line)
         if args.notifications:  # 0: only the P0 run
             run_throughput(procs, args.notifications, tag)
         waits = run_p0_under_backlog(procs, args.backlog, args.pages, tag)

@@ -10,7 +10,10 @@ prints both legs: POST → published, and published → started.
 
 How: the real pieces run as subprocesses on a scratch PostgreSQL database and Redis db 4 (also the
 broker): the Procfile's web server, the ingest consumer and the Procfile's worker groups
-(settings.CELERY_WORKER_GROUPS: `critical` P0, `urgent` P1,notify,ops, `routine` P2,P3,research).
+(settings.CELERY_WORKER_GROUPS: `critical` P0, in as many processes as `make run` starts, `urgent`
+P1,notify,ops, `routine` P2,P3,research).
+Each run starts on an empty database, so that each sees the same load: the ingest load's repeated
+issues are new, and cross their escalation threshold during the run.
 A backlog of busywork tasks (~50 ms each) is queued on P3 so the routine worker stays busy, then
 P0 reports are sent over ~5 s.
 Baseline, in the same run: one worker with four processes consuming every queue, the backlog on
@@ -36,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,14 +48,15 @@ from bench.harness import (  # noqa: E402
     BIN,
     ROOT,
     Processes,
-    ensure_database,
     free_port,
     load_average,
     percentile,
     procfile_argv,
+    recreate_database,
     run_wrk,
     wait_http,
     wait_worker,
+    worker_processes,
 )  # fmt: skip
 
 BENCH_ENV = {
@@ -110,11 +115,13 @@ def consumer_start(procs: Processes) -> None:
     procs.start(name="consumer", argv=[sys.executable, "manage.py", "ingest_consumer"])
 
 
-def worker_start(procs: Processes, name: str, queues: str | None = None, concurrency: int = 2) -> None:
-    """The Procfile's worker group `name` (or, given `queues`, one worker on those queues), plus
-    the busywork task; returns once it is ready."""
+def worker_start(
+    procs: Processes, name: str, *, line: str = "", queues: str | None = None, concurrency: int = 2
+) -> None:
+    """A process `name` of the Procfile's worker group `line` (or, given `queues`, one worker on
+    those queues), plus the busywork task; returns once it is ready."""
     if queues is None:
-        argv = procfile_argv(name=name, extra="--include bench.busywork")
+        argv = procfile_argv(name=line or name, extra="--include bench.busywork")
     else:
         argv = [
             str(BIN / "celery"), "-A", "kaizen_site", "worker", "--queues", queues, "--hostname", f"{name}@%h",
@@ -248,6 +255,14 @@ def severities_check(issue_ids: list[str], timeout: float = 30.0) -> None:
         )
 
 
+def ingest_escalations() -> int:
+    """How many of bench/ingest.lua's issues are P0: its 50 repeated issues each cross their rule's
+    threshold of affected users within seconds, in the same consumer batch."""
+    from healing.models import Issue
+
+    return Issue.objects.filter(severity="P0", title__startswith="Generate failed for ").count()
+
+
 def published_at(issue_ids: list[str]) -> dict[str, float]:
     """When the outbox recorded each issue's task as sent (right after the publish returned)."""
     from healing.models import Issue
@@ -322,9 +337,11 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     from django.conf import settings
 
     groups = settings.CELERY_WORKER_GROUPS
-    print("isolated queues, the Procfile's worker groups: " + ", ".join(f"`{n}` [{q}]" for n, q in groups.items()))
-    for name in groups:
-        worker_start(procs, name)
+    processes = Counter(line for _name, line in worker_processes())
+    print("isolated queues, the Procfile's worker groups: "
+          + ", ".join(f"`{n}` [{q}] ×{processes[n]}" for n, q in groups.items()))  # fmt: skip
+    for name, line in worker_processes():
+        worker_start(procs, name, line=line)
     print(f"  critical worker's CPU priority: {priority_said(procs, 'critical')}")
 
     warm = reports_send(base_url, key, tag=f"{tag}-warm", count=WARM_UP_REPORTS, over=0.0)
@@ -358,6 +375,8 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
         print(f"    of which POST → published {between(sent, published)}; published → started "
               f"{between(published, started)}; the POST's answer came back {between(sent, answered)} "
               f"after it was sent")  # fmt: skip
+    print(f"  meanwhile the ingest load's issues escalated to P0 (their work and alerts share the P0 workers): "
+          f"{ingest_escalations()}")  # fmt: skip
     print(f"  P3 backlog remaining: {depth('P3'):,} tasks")
     return Outcome(reports=len(sent), waits=waits, backlog=backlog, not_started=len(sent) - len(started))
 
@@ -371,16 +390,14 @@ def between(earlier: dict[str, float], later: dict[str, float]) -> str:
 
 
 def run_single_queue(procs: Processes, base_url: str, key: str, args, tag: str) -> Outcome:
-    from django.conf import settings
-
     everything = "P0,P1,P2,P3,notify,ops,research"
     print(f"single queue (baseline): one worker [{everything}] ×4, the backlog on P0")
-    for name in settings.CELERY_WORKER_GROUPS:
+    for name, _line in worker_processes():
         procs.stop(name=name)
     queues_purge()
     took = backlog_publish(queue="P0", count=args.backlog, work=args.work)
     print(f"  queued {args.backlog:,} busywork tasks on P0 in {took:.1f} s")
-    worker_start(procs, "single", everything, 4)
+    worker_start(procs, "single", queues=everything, concurrency=4)
     backlog_confirm("P0", "worker")
 
     backlog, since = depth("P0"), time.monotonic()
@@ -442,7 +459,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill too
 
     began = time.monotonic()
-    ensure_database(url=os.environ["DATABASE_URL"])
+    recreate_database(url=os.environ["DATABASE_URL"])
     import django
 
     logging.getLogger("kaizen").setLevel(logging.WARNING)  # keep this process's info lines out of the figures

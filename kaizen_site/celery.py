@@ -54,6 +54,12 @@ def broker_errors() -> tuple[type[BaseException], ...]:
     return (OperationalError, KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
 
 
+def worker_group(hostname: str) -> str:
+    """The Procfile group a worker belongs to, from its node name: <group>@<host>, or
+    <group>.<pid>@<host> for a group that runs several processes on one host (critical)."""
+    return hostname.partition("@")[0].partition(".")[0]
+
+
 def task_publish(
     name: str,
     *,

@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from kaizen_site import ops
-from kaizen_site.celery import app
+from kaizen_site.celery import app, worker_group
 from kaizen_site.charts import bar_chart as charts_bars
 from kaizen_site.charts import line_chart as charts_line
 
@@ -43,13 +43,12 @@ def dashboard_register(name: str, figures: Figures) -> None:
 
 
 def workers_ask(*, timeout: float = WORKERS_TIMEOUT) -> dict[str, list[str]]:
-    """Queue → the worker groups consuming it (the part of the hostname before '@', as the
-    Procfile names them: urgent@host, routine@host), from one broadcast to every worker."""
+    """Queue → the worker groups consuming it (celery.worker_group), from one broadcast to every worker."""
     replies = app.control.inspect(timeout=timeout).active_queues() or {}
     consumers: dict[str, set[str]] = {}
     for hostname, queues in replies.items():
         for queue in queues:
-            consumers.setdefault(queue["name"], set()).add(hostname.partition("@")[0])
+            consumers.setdefault(queue["name"], set()).add(worker_group(hostname))
     return {queue: sorted(groups) for queue, groups in consumers.items()}
 
 

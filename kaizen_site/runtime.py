@@ -8,6 +8,7 @@ The choice is logged in one line so an operator never has to guess.
 `python -m kaizen_site.runtime` prints the port of `KAIZEN_PUBLIC_URL`: `make run` starts honcho
 there, so the web server listens at the address everyone is told. `... stream-port` prints the
 port of `KAIZEN_STREAM_URL`, where the Procfile starts the ASGI server of the users' event streams.
+`... concurrency` prints how many processes of each Procfile line to run (honcho's `-c`).
 """
 
 import logging
@@ -116,8 +117,31 @@ def stream_url(raw: str, *, public: str) -> str:
     return f"{parts.scheme}://{host}:{public_port(public) + 1}"
 
 
+# --- How many processes of each Procfile line ----------------------------------------------------
+
+# Two `critical` processes: one Python process runs Python on one core at a time. When the ingest
+# load pushes 50 issues over their escalation threshold in the same batch, their pipelines and
+# alerts keep one process busy for over a second, and a new P0 published then waited for it
+# (bench/queue_isolation.py: published → started p99 878 ms with one process of 32 threads,
+# 68 ms with two of 16).
+DEFAULT_CRITICAL_PROCESSES = 2
+
+
+def process_counts() -> dict[str, int]:
+    """Procfile line → how many processes of it `make run` starts (`CRITICAL_PROCESSES`); on a
+    platform, the scale of that process type. Lines not named run once."""
+    raw = os.environ.get("CRITICAL_PROCESSES", "") or str(DEFAULT_CRITICAL_PROCESSES)
+    if not raw.isdigit() or int(raw) < 1:
+        raise RuntimeError(f"CRITICAL_PROCESSES={raw!r} is not a positive number of processes")
+    return {"critical": int(raw)}
+
+
 def _main(argv: list[str]) -> None:
-    """`python -m kaizen_site.runtime` prints the public port; `... stream-port` the stream's."""
+    """`python -m kaizen_site.runtime` prints the public port; `... stream-port` the stream's;
+    `... concurrency` the process counts in honcho's `-c` form (critical=2)."""
+    if argv[:1] == ["concurrency"]:
+        print(",".join(f"{name}={count}" for name, count in process_counts().items()))
+        return
     public = public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))
     if argv[:1] == ["stream-port"]:
         print(public_port(stream_url(os.environ.get("KAIZEN_STREAM_URL", ""), public=public)))

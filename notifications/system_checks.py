@@ -10,6 +10,8 @@ from celery import current_app
 from django.conf import settings
 from kombu import Connection
 
+from kaizen_site.celery import worker_group
+
 from .deliveries import delivery_attempt, notification_route
 from .models import DeliveryStatus, EventType, Notification, Severity
 from .owner_alert import owner_alert
@@ -29,9 +31,9 @@ def queue_backlogs() -> dict[str, int]:
 
 
 def worker_groups_alive() -> set[str]:
-    """Groups with at least one worker answering a ping (hostnames are <group>@<host>, as the Procfile names them)."""
+    """Groups with at least one worker answering a ping (kaizen_site.celery.worker_group)."""
     answers = current_app.control.ping(timeout=PING_TIMEOUT) or []
-    return {hostname.split("@", 1)[0] for answer in answers for hostname in answer}
+    return {worker_group(hostname) for answer in answers for hostname in answer}
 
 
 def system_check_run() -> list[str]:

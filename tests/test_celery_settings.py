@@ -2,11 +2,12 @@
 (kaizen_site.celery): each one is found where Celery looks first, with Django's value or Celery's
 default, without going through Django's settings object on every read."""
 
+import pytest
 from celery.app.defaults import DEFAULTS
 from celery.utils.collections import DictAttribute
 from django.conf import settings
 
-from kaizen_site.celery import app
+from kaizen_site.celery import app, worker_group
 
 PREFIX = "CELERY_"
 
@@ -36,3 +37,15 @@ def test_a_value_changed_on_the_app_still_wins():
         assert app.conf.task_default_queue == "elsewhere"
     finally:
         app.conf.task_default_queue = before
+
+
+@pytest.mark.parametrize(
+    ("hostname", "group"),
+    [
+        ("critical.4242@web-1", "critical"),  # a group of several processes: named for its group and pid
+        ("urgent@web-1", "urgent"),
+        ("routine@host.example.com", "routine"),  # the host may hold dots
+    ],
+)
+def test_a_worker_is_known_by_its_group(hostname, group):
+    assert worker_group(hostname) == group

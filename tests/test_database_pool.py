@@ -45,7 +45,7 @@ def test_only_the_processes_the_procfile_sizes_use_a_pool():
     commands = procfile_commands()
     # Through env(1): the lines run after `exec`, which takes no variable assignments.
     assert commands["web"].startswith('exec env DATABASE_POOL_SIZE="${WEB_DB_CONNECTIONS:-16}" granian ')
-    assert commands["critical"].startswith('exec env DATABASE_POOL_SIZE="${CRITICAL_THREADS:-32}" celery ')
+    assert commands["critical"].startswith('exec env DATABASE_POOL_SIZE="${CRITICAL_THREADS:-16}" celery ')
 
 
 def _backend_pid() -> int:

@@ -21,6 +21,7 @@ import pytest
 from django.conf import settings
 
 from healing.models import Occurrence
+from kaizen_site.celery import worker_group
 from tests.processes import database_url, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -116,21 +117,27 @@ def _marked(mark: str) -> dict[int, list[str]]:
 
 def _worker_session_leaders(mark: str) -> dict[str, set[str]]:
     """Worker group → what leads the sessions of its processes ("python" for the worker itself,
-    the shell's name when honcho's shell kept its place), once all three groups are up."""
+    the shell's name when honcho's shell kept its place), once all three groups are up, the
+    `critical` group in two processes."""
     deadline = time.monotonic() + 60
     while True:
         leaders: dict[str, set[str]] = {}
         for pid, argv in _marked(mark).items():
             if "worker" in argv and "--hostname" in argv:
-                group = argv[argv.index("--hostname") + 1].split("@")[0]
+                group = worker_group(argv[argv.index("--hostname") + 1])
                 try:
                     leader = Path(os.readlink(f"/proc/{os.getsid(pid)}/exe")).name
                 except OSError:  # gone meanwhile
                     continue
                 leaders.setdefault(group, set()).add("python" if leader.startswith("python") else leader)
-        if len(leaders) == 3 or time.monotonic() > deadline:
+        if (len(leaders) == 3 and len(_critical_names(mark)) == 2) or time.monotonic() > deadline:
             return leaders
         time.sleep(0.5)
+
+
+def _critical_names(mark: str) -> set[str]:
+    """The node names of the P0 workers `make run` started (its threads pool has no child processes)."""
+    return {argv[argv.index("--hostname") + 1] for argv in _marked(mark).values() if "P0" in argv}
 
 
 def _kill_marked(mark: str) -> None:
@@ -170,6 +177,9 @@ def test_make_run_serves_the_address_it_prints(make_run):
     # Each worker group leads the session honcho starts it in (the Procfile's `exec`), so the CPU
     # weight it sets at start is its session's: the P0 worker's claim, the routine worker's yield.
     assert _worker_session_leaders(mark) == {"critical": {"python"}, "urgent": {"python"}, "routine": {"python"}}
+    # Two `critical` processes, each under a name of its own (a revoke reaches both).
+    critical = _critical_names(mark)
+    assert len(critical) == 2 and all(re.fullmatch(r"critical\.\d+@%h", name) for name in critical), critical
 
     printed = log_path.read_text()
     assert f"console    : {base}/admin/" in printed and f"demo       : {base}/demo/" in printed

@@ -231,3 +231,19 @@ def test_every_local_address_in_the_readme_is_the_public_url_default():
     ]
     assert len(shown) >= 5
     assert [line for line, url in shown if url != runtime.DEFAULT_PUBLIC_URL] == []
+
+
+def _concurrency(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k != "CRITICAL_PROCESSES"}
+    return subprocess.run(
+        [sys.executable, "-m", "kaizen_site.runtime", "concurrency"],
+        cwd=BASE_DIR, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_make_run_starts_two_critical_processes_unless_told_otherwise():
+    assert _concurrency().stdout.strip() == "critical=2"
+    assert _concurrency(CRITICAL_PROCESSES="3").stdout.strip() == "critical=3"
+    for wrong in ("0", "two", "-1"):
+        refused = _concurrency(CRITICAL_PROCESSES=wrong)
+        assert refused.returncode != 0 and f"CRITICAL_PROCESSES={wrong!r} is not a positive number" in refused.stderr
