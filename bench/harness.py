@@ -174,7 +174,7 @@ def worker_processes() -> list[tuple[str, str]]:
 
     from kaizen_site.runtime import process_counts
 
-    counts = process_counts()
+    counts = process_counts(broker_url=settings.CELERY_BROKER_URL)
     return [
         (group if index == 0 else f"{group}.{index + 1}", group)
         for group in settings.CELERY_WORKER_GROUPS

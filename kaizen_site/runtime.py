@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse, urlsplit
 
 logger = logging.getLogger("kaizen.runtime")
@@ -52,7 +51,10 @@ def redis_reachable(url: str, timeout: float = 0.3) -> bool:
         return False
 
 
-def detect(*, redis_url: str, broker_url: str, ingest_mode: str, var_dir: Path) -> Runtime:
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def detect(*, redis_url: str, broker_url: str, ingest_mode: str) -> Runtime:
     has_redis = redis_reachable(redis_url)
     if not has_redis and redis_url:
         logger.warning("Redis at %s is not reachable; running on the embedded defaults", _redact(redis_url))
@@ -127,20 +129,34 @@ def stream_url(raw: str, *, public: str) -> str:
 DEFAULT_CRITICAL_PROCESSES = 2
 
 
-def process_counts() -> dict[str, int]:
+def process_counts(*, broker_url: str) -> dict[str, int]:
     """Procfile line → how many processes of it `make run` starts (`CRITICAL_PROCESSES`); on a
-    platform, the scale of that process type. Lines not named run once."""
+    platform, the scale of that process type. Lines not named run once.
+
+    On the embedded broker, one: kombu's filesystem transport claims a message by moving its file
+    to the temporary folder, which is a copy when that is another file system, so two consumers of
+    one queue could both take a message."""
     raw = os.environ.get("CRITICAL_PROCESSES", "") or str(DEFAULT_CRITICAL_PROCESSES)
     if not raw.isdigit() or int(raw) < 1:
         raise RuntimeError(f"CRITICAL_PROCESSES={raw!r} is not a positive number of processes")
-    return {"critical": int(raw)}
+    return {"critical": 1 if broker_url.startswith("filesystem://") else int(raw)}
+
+
+def from_environment() -> Runtime:
+    """`detect` on this process's environment, as the settings call it."""
+    return detect(
+        redis_url=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        broker_url=os.environ.get("CELERY_BROKER_URL", ""),
+        ingest_mode=os.environ.get("KAIZEN_INGEST_MODE", "auto"),
+    )
 
 
 def _main(argv: list[str]) -> None:
     """`python -m kaizen_site.runtime` prints the public port; `... stream-port` the stream's;
     `... concurrency` the process counts in honcho's `-c` form (critical=2)."""
     if argv[:1] == ["concurrency"]:
-        print(",".join(f"{name}={count}" for name, count in process_counts().items()))
+        counts = process_counts(broker_url=from_environment().broker_url)
+        print(",".join(f"{name}={count}" for name, count in counts.items()))
         return
     public = public_url(os.environ.get("KAIZEN_PUBLIC_URL", ""))
     if argv[:1] == ["stream-port"]:

@@ -132,12 +132,7 @@ if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Runtime: Redis or the embedded defaults ------------------------------------------------
-RUNTIME = runtime.detect(
-    redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-    broker_url=os.environ.get("CELERY_BROKER_URL", ""),
-    ingest_mode=os.environ.get("KAIZEN_INGEST_MODE", "auto"),
-    var_dir=VAR_DIR,
-)
+RUNTIME = runtime.from_environment()
 REDIS_URL = RUNTIME.redis_url
 
 if REDIS_URL:

@@ -234,7 +234,8 @@ def test_every_local_address_in_the_readme_is_the_public_url_default():
 
 
 def _concurrency(**env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k != "CRITICAL_PROCESSES"}
+    clean = {k: v for k, v in os.environ.items() if k not in ("CRITICAL_PROCESSES", "CELERY_BROKER_URL")}
+    clean["REDIS_URL"] = django_settings.REDIS_URL  # the machine's Redis: the broker too
     return subprocess.run(
         [sys.executable, "-m", "kaizen_site.runtime", "concurrency"],
         cwd=BASE_DIR, env={**clean, **env}, capture_output=True, text=True, timeout=60,
@@ -244,6 +245,8 @@ def _concurrency(**env: str) -> subprocess.CompletedProcess:
 def test_make_run_starts_two_critical_processes_unless_told_otherwise():
     assert _concurrency().stdout.strip() == "critical=2"
     assert _concurrency(CRITICAL_PROCESSES="3").stdout.strip() == "critical=3"
+    # The embedded broker (no Redis) hands a message to one consumer per queue only.
+    assert _concurrency(REDIS_URL="", CRITICAL_PROCESSES="3").stdout.strip() == "critical=1"
     for wrong in ("0", "two", "-1"):
         refused = _concurrency(CRITICAL_PROCESSES=wrong)
         assert refused.returncode != 0 and f"CRITICAL_PROCESSES={wrong!r} is not a positive number" in refused.stderr
