@@ -124,8 +124,8 @@ def stream_url(raw: str, *, public: str) -> str:
 # Two `critical` processes: one Python process runs Python on one core at a time. When the ingest
 # load pushes 50 issues over their escalation threshold in the same batch, their pipelines and
 # alerts keep one process busy for over a second, and a new P0 published then waited for it
-# (bench/queue_isolation.py: published → started p99 878 ms with one process of 32 threads,
-# 68 ms with two of 16).
+# (bench/queue_isolation.py: published → started p99 878–1,414 ms with one process of 32 threads,
+# 68–757 ms with two of 16).
 DEFAULT_CRITICAL_PROCESSES = 2
 
 
