@@ -181,7 +181,8 @@ def fixed_for_user_at(issue_ids: list[str], timeout: float) -> dict[str, float]:
     finished = {*fixed_stages, Stage.ESCALATED, Stage.ABORTED, Stage.NEEDS_INPUT}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if Issue.objects.filter(pk__in=issue_ids).exclude(stage__in=finished).count() == 0:
+        # Counted, not excluded: a report still in the stream has no issue yet, and is not finished.
+        if Issue.objects.filter(pk__in=issue_ids, stage__in=finished).count() == len(set(issue_ids)):
             break
         time.sleep(0.5)
     fixed = {}
