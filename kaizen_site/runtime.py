@@ -55,15 +55,24 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def detect(*, redis_url: str, broker_url: str, ingest_mode: str) -> Runtime:
+    """`auto` takes Redis when it answers now, else the embedded defaults. `stream` names a
+    deployment that runs on Redis: a Redis that is down at this moment (a process restarted during
+    an outage) is waited out like an outage at any other time (the web server writes reports
+    straight to the database, the consumer retries), rather than refusing to start."""
     has_redis = redis_reachable(redis_url)
+    if ingest_mode == "stream":
+        if urlparse(redis_url).scheme not in ("redis", "rediss"):
+            raise RuntimeError("KAIZEN_INGEST_MODE=stream needs REDIS_URL (redis://…)")
+        if not has_redis:
+            logger.warning("Redis at %s is not reachable yet; waiting for it (KAIZEN_INGEST_MODE=stream)",
+                           _redact(redis_url))  # fmt: skip
+        return Runtime(redis_url=redis_url, broker_url=broker_url or redis_url, ingest_mode="stream")
     if not has_redis and redis_url:
         logger.warning("Redis at %s is not reachable; running on the embedded defaults", _redact(redis_url))
     if not broker_url:
         broker_url = redis_url if has_redis else "filesystem://"
-    if ingest_mode not in ("stream", "direct"):
+    if ingest_mode != "direct":
         ingest_mode = "stream" if has_redis else "direct"
-    if ingest_mode == "stream" and not has_redis:
-        raise RuntimeError("KAIZEN_INGEST_MODE=stream needs a reachable REDIS_URL")
     return Runtime(redis_url=redis_url if has_redis else "", broker_url=broker_url, ingest_mode=ingest_mode)
 
 
