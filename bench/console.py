@@ -29,6 +29,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaizen_site.settings")
 os.environ.setdefault("SECRET_KEY", "bench")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kaizen_bench_console")
 os.environ["ALLOWED_HOSTS"] = "testserver"  # the test Client's host
+os.environ["KAIZEN_OWNER_EMAILS"] = "owner@example.com"  # the console admits only the owner's addresses
 os.environ.setdefault("KAIZEN_LOG_JSON", "0")
 
 TARGET_P95_MS = 300.0
@@ -142,16 +143,15 @@ def main() -> None:
     args = parser.parse_args()
 
     setup()
-    from django.contrib.auth import get_user_model
     from django.test import Client
 
     from healing.projects import project_create
     from kaizen_site.dashboard import WORKERS_TIMEOUT, workers_ask
+    from tests.owner import owner_create, owner_verify
 
     project, _ = project_create(slug="console-bench", name="Console benchmark", actor="bench")
-    owner = get_user_model().objects.create_superuser("bench-owner", "owner@example.com", "unused-password")
-    client = Client()
-    client.force_login(owner)
+    owner = owner_create(username="bench-owner", email="owner@example.com")
+    client = owner_verify(Client(), owner)  # signed in past the second factor, as the owner is
 
     started = time.perf_counter()
     workers = workers_ask()
