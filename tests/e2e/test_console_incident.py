@@ -57,8 +57,10 @@ def test_an_incident_reads_well_on_a_phone_and_plays_its_recording(page, live_se
 
     for name, viewport in (("desktop", {"width": 1280, "height": 900}), ("phone", PHONE)):
         page.set_viewport_size(viewport)
-        page.goto(url)
-        page.wait_for_selector("#incident-player .rr-player", timeout=15_000)  # the player mounted
+        # What is checked is awaited below; "load" would also wait for every subresource of the
+        # page, which once took over goto's 30 s on a loaded CI machine.
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector("#incident-player .rr-player", timeout=30_000)  # the player mounted
         page.screenshot(path=artifacts / f"incident-{name}.png", full_page=True)
         page.locator(".incident").screenshot(path=artifacts / f"incident-{name}-panel.png")
         page.locator("section[aria-label='Session recording']").screenshot(path=artifacts / f"recording-{name}.png")
