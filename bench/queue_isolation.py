@@ -337,10 +337,11 @@ def run_isolated(procs: Processes, base_url: str, key: str, args, tag: str) -> O
     from django.conf import settings
 
     groups = settings.CELERY_WORKER_GROUPS
-    processes = Counter(line for _name, line in worker_processes())
+    processes = worker_processes()
+    counts = Counter(line for _name, line in processes)
     print("isolated queues, the Procfile's worker groups: "
-          + ", ".join(f"`{n}` [{q}] ×{processes[n]}" for n, q in groups.items()))  # fmt: skip
-    for name, line in worker_processes():
+          + ", ".join(f"`{n}` [{q}] ×{counts[n]}" for n, q in groups.items()))  # fmt: skip
+    for name, line in processes:
         worker_start(procs, name, line=line)
     print(f"  critical worker's CPU priority: {priority_said(procs, 'critical')}")
 
