@@ -39,6 +39,10 @@ KAIZEN_NOTIFY_MAX_ATTEMPTS = int(os.environ.get("KAIZEN_NOTIFY_MAX_ATTEMPTS", "6
 KAIZEN_NOTIFY_BACKOFF_SECONDS = float(os.environ.get("KAIZEN_NOTIFY_BACKOFF_SECONDS", "5"))
 # An alert with the same dedupe key (the same issue) pages once within this window, unless more severe.
 KAIZEN_NOTIFY_DEDUPE_MINUTES = int(os.environ.get("KAIZEN_NOTIFY_DEDUPE_MINUTES", "60"))
+# Alert storms: past this many sends on one channel within the window, alerts are held and go out as
+# one summary a minute (0 turns the guard off).
+KAIZEN_NOTIFY_STORM_PAGES = int(os.environ.get("KAIZEN_NOTIFY_STORM_PAGES", "5"))
+KAIZEN_NOTIFY_STORM_MINUTES = int(os.environ.get("KAIZEN_NOTIFY_STORM_MINUTES", "10"))
 KAIZEN_NOTIFY_P2_BATCH_MINUTES = int(os.environ.get("KAIZEN_NOTIFY_P2_BATCH_MINUTES", "15"))
 KAIZEN_NOTIFY_DIGEST_HOUR = int(os.environ.get("KAIZEN_NOTIFY_DIGEST_HOUR", "8"))  # owner's local hour
 # A P0's alerts go on the P0 queue itself, so a storm of P1 alerts never sits in front of a page; P1
@@ -64,6 +68,11 @@ def notification_beat_schedule() -> dict[str, dict]:
         },
         "notify-quiet-hours-release": {
             "task": "notifications.tasks.quiet_hours_release",
+            "schedule": 60.0,
+            "options": {"queue": KAIZEN_NOTIFY_URGENT_QUEUE},
+        },
+        "notify-storm-release": {
+            "task": "notifications.tasks.storm_release",
             "schedule": 60.0,
             "options": {"queue": KAIZEN_NOTIFY_URGENT_QUEUE},
         },

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from redis import RedisError
 
 from healing.audit import audit_record
 
 from .channels import CHANNELS, DeliveryError
-from .models import Channel, Delivery, DeliveryStatus, EventType, Notification, Severity
+from .models import Channel, Delivery, DeliveryStatus, EventType, Hold, Notification, Severity
 from .publish import notification_publish
 from .rendering import message_for
 from .routing import (
@@ -60,6 +62,27 @@ def _lock_dedupe_key(key: str) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(key.encode())])
+
+
+def storm_admit(*, channel: str, now: datetime) -> bool:
+    """Whether one more send on `channel` fits this window's allowance: KAIZEN_NOTIFY_STORM_PAGES
+    sends per channel per KAIZEN_NOTIFY_STORM_MINUTES. Past it, the alert is held for the minute's
+    summary (summaries.storm_release): a batch of reports turning fifty issues into P0 at once gives
+    the owner a few pages and a count, not a hundred texts. Counted in the shared cache, an atomic
+    INCR on Redis, so routings in parallel count each other without waiting on one another (a
+    database lock held them in line and kept P0 workers waiting during the very burst). When the
+    count cannot be taken, the alert goes out."""
+    limit = settings.KAIZEN_NOTIFY_STORM_PAGES
+    if limit <= 0:
+        return True
+    span = settings.KAIZEN_NOTIFY_STORM_MINUTES * 60
+    key = f"kaizen:notify-storm:{channel}:{int(now.timestamp() // span)}"
+    try:
+        cache.add(key, 0, timeout=span + 60)
+        return cache.incr(key) <= limit
+    except (RedisError, OSError, ValueError) as exc:  # ValueError: the key expired in between
+        logger.warning("alert storm count unavailable; sending", extra={"channel": channel, "error": str(exc)})
+        return True
 
 
 def duplicate_of(*, notification: Notification, now: datetime) -> Notification | None:
@@ -112,6 +135,7 @@ def notification_route(*, notification_id: int, now: datetime | None = None) -> 
             off=preferences_off(kind=notification.kind),
             quiet=quiet_hours_settings(),
             now=now,
+            admit=lambda channel: storm_admit(channel=channel, now=now),
         )
         deliveries = Delivery.objects.bulk_create([
             Delivery(
@@ -157,13 +181,17 @@ def fallback_deliver(*, failed: Delivery, now: datetime, existing: dict[str, str
         if channel is None:
             return created
         usable = channel in configured
+        held = usable and not storm_admit(channel=channel, now=now)  # waits for the storm's summary there
         delivery = Delivery.objects.create(
             notification_id=failed.notification_id, channel=channel, fallback_from=current,
-            status=DeliveryStatus.QUEUED if usable else DeliveryStatus.SUPPRESSED,
-            error="" if usable else NOT_CONFIGURED, next_attempt_at=now if usable else None,
+            status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED if usable else DeliveryStatus.SUPPRESSED,
+            hold=Hold.STORM if held else Hold.NONE, error="" if usable else NOT_CONFIGURED,
+            next_attempt_at=now if usable and not held else None,
         )  # fmt: skip
         created.append(delivery)
         existing[channel] = delivery.status
+        if held:
+            return created
         if usable:
             delivery.notification = failed.notification
             delivery_publish(delivery=delivery)

@@ -61,7 +61,7 @@ class DeliveryStatus(models.TextChoices):
     SENT = "sent"
     FAILED = "failed"
     SUPPRESSED = "suppressed"  # not sent on purpose: a duplicate, a preference, a channel not configured
-    HELD = "held"  # waits for the end of quiet hours, the P2 batch or the daily digest
+    HELD = "held"  # waits for the end of quiet hours, the P2 batch, the daily digest or the storm summary
     SUMMARISED = "summarised"  # was held, then went out inside `summary`
 
 
@@ -70,6 +70,7 @@ class Hold(models.TextChoices):
     QUIET = "quiet", "Quiet hours"
     BATCH = "batch", "P2 batch"
     DIGEST = "digest", "Daily digest"
+    STORM = "storm", "Alert storm"
 
 
 class Delivery(models.Model):

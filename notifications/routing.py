@@ -3,6 +3,7 @@
 Pure decisions: nothing here writes. `deliveries` turns the plan into Delivery rows and tasks.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
@@ -72,9 +73,17 @@ def preferences_off(*, kind: str) -> set[str]:
 
 
 def route_plan(
-    *, kind: str, severity: str, configured: set[str], off: set[str], quiet: QuietHours, now: datetime
+    *,
+    kind: str,
+    severity: str,
+    configured: set[str],
+    off: set[str],
+    quiet: QuietHours,
+    now: datetime,
+    admit: Callable[[str], bool] = lambda channel: True,
 ) -> list[Planned]:
-    """One Planned per channel the routing table names for `severity`."""
+    """One Planned per channel the routing table names for `severity`. `admit(channel)` is asked
+    only for a send about to go out, and says whether an alert storm leaves room for it."""
     in_quiet = quiet_now(quiet=quiet, now=now)
     breaks_through = severity == Severity.P0 and quiet.p0_breaks_through
     plan = []
@@ -87,6 +96,8 @@ def route_plan(
             plan.append(Planned(channel, DeliveryStatus.HELD, hold=MODE_HOLD[mode]))
         elif in_quiet and not breaks_through:
             plan.append(Planned(channel, DeliveryStatus.HELD, hold=Hold.QUIET))
+        elif not admit(channel):
+            plan.append(Planned(channel, DeliveryStatus.HELD, hold=Hold.STORM))
         else:
             plan.append(Planned(channel, DeliveryStatus.QUEUED))
     return plan

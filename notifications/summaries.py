@@ -1,4 +1,5 @@
-"""Held alerts going out together: the P2 batch push and the summary when quiet hours end.
+"""Held alerts going out together: the P2 batch push, the summary when quiet hours end and the
+minute's summary of an alert storm.
 
 Nothing held is dropped: each held delivery is marked `summarised` and points at the summary that
 carried it, in the same transaction that queues the summary.
@@ -57,21 +58,27 @@ def held_summarise(*, hold: str, channel: str, title: str, now: datetime) -> Not
         return summary
 
 
+def held_release(*, hold: str, title: str, now: datetime) -> list[Notification]:
+    """One summary per channel of what `hold` is holding."""
+    channels = Delivery.objects.filter(status=DeliveryStatus.HELD, hold=hold).values_list("channel", flat=True)
+    summaries = [held_summarise(hold=hold, channel=channel, title=title, now=now) for channel in sorted(set(channels))]
+    return [s for s in summaries if s is not None]
+
+
 def quiet_hours_release(*, now: datetime | None = None) -> list[Notification]:
     """Once quiet hours are over, one summary per channel of what arrived during them."""
     now = now or timezone.now()
     if quiet_now(quiet=quiet_hours_settings(), now=now):
         return []
-    channels = (
-        Delivery.objects.filter(status=DeliveryStatus.HELD, hold=Hold.QUIET)
-        .values_list("channel", flat=True)
-        .distinct()
-    )
-    summaries = [
-        held_summarise(hold=Hold.QUIET, channel=channel, title="{count} alerts during quiet hours", now=now)
-        for channel in sorted(set(channels))
-    ]
-    return [s for s in summaries if s is not None]
+    return held_release(hold=Hold.QUIET, title="{count} alerts during quiet hours", now=now)
+
+
+def storm_release(*, now: datetime | None = None) -> list[Notification]:
+    """Each minute of an alert storm, one summary per channel of the alerts it held back
+    (routing.crowded_channels). The summaries are not counted against the storm: they are how the
+    owner hears of the rest."""
+    now = now or timezone.now()
+    return held_release(hold=Hold.STORM, title="{count} more alerts in an alert storm", now=now)
 
 
 def p2_batch_send(*, now: datetime | None = None) -> Notification | None:

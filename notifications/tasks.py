@@ -32,6 +32,11 @@ def quiet_hours_release() -> None:
     summaries.quiet_hours_release()
 
 
+@shared_task(name="notifications.tasks.storm_release")
+def storm_release() -> None:
+    summaries.storm_release()
+
+
 @shared_task(name="notifications.tasks.daily_digest_send")
 def daily_digest_send() -> None:
     digest.daily_digest_send()
