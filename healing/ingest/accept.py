@@ -197,8 +197,8 @@ def _urgent_store(*, project: ProjectAuth, window: "QuotaWindow", records: list[
     """Write a batch holding a P0 report directly and publish its issues' work now; the whole
     batch, so that a 429 never follows a partial write. False, with nothing written, when Redis
     (the quota's counter and the broker) or the database failed: the caller then sends the batch
-    the usual way, which copes with either being down (after a database failure its quota is
-    counted twice, which errs on refusing a little early rather than losing a report)."""
+    the usual way, which copes with either being down and takes the quota again (so it is given
+    back here first)."""
     try:
         within = _redis_quota_take(project=project, window=window, count=len(records))
     except redis.RedisError:
@@ -209,6 +209,7 @@ def _urgent_store(*, project: ProjectAuth, window: "QuotaWindow", records: list[
         _records_store(records=records, publish=True)
     except DatabaseError as exc:
         logger.warning("urgent report not written directly, sent through the stream", extra={"error": str(exc)})
+        _redis_quota_give_back(project=project, window=window, count=len(records))
         return False
     return True
 
@@ -263,6 +264,15 @@ def _redis_quota_take(*, project: ProjectAuth, window: QuotaWindow, count: int) 
     if used == count:
         client.expire(key, QUOTA_WINDOW_SECONDS + 1)
     return used <= project.rate_limit_per_minute
+
+
+def _redis_quota_give_back(*, project: ProjectAuth, window: QuotaWindow, count: int) -> None:
+    """Untake what _redis_quota_take took for reports that were not stored. Should Redis fail
+    here too, they stay counted: refusing a little early rather than admitting past the quota."""
+    try:
+        redis_client.get().client.decrby(window.key(project), count)
+    except redis.RedisError as exc:
+        logger.warning("quota not given back; counted twice this minute", extra={"error": str(exc)})
 
 
 # While Redis is down the quota is counted per process: Django's cache is that same Redis. Each

@@ -67,6 +67,9 @@ def test_a_p0_report_goes_through_the_stream_when_the_database_fails(post_report
     assert not Occurrence.objects.filter(event_id=answer.json()["event_id"]).exists()  # nothing partial
     drain()
     assert Issue.objects.get(pk=answer.json()["issue_id"]).severity == "P0"
+    # Both reports counted once against the quota: the P0's failed direct write gave its share back.
+    quota = redis.Redis.from_url(settings.REDIS_URL)
+    assert sum(int(quota.get(key)) for key in quota.keys("kaizen:quota:*")) == 2  # a minute may have turned
 
 
 def test_over_the_quota_a_p0_report_is_refused_and_nothing_written(post_report, project):
