@@ -16,13 +16,15 @@ from redis import RedisError
 from healing.audit import audit_record
 
 from .channels import CHANNELS, DeliveryError
-from .models import Channel, Delivery, DeliveryStatus, EventType, Hold, Notification, Severity
+from .models import Channel, Delivery, DeliveryStatus, EventType, Notification, Severity
 from .publish import notification_publish
 from .rendering import message_for
 from .routing import (
     NOT_CONFIGURED,
     ROUTES,
+    Planned,
     fallback_next,
+    fallback_plan,
     notify_queue,
     preferences_off,
     quiet_hours_settings,
@@ -137,13 +139,9 @@ def notification_route(*, notification_id: int, now: datetime | None = None) -> 
             now=now,
             admit=lambda channel: storm_admit(channel=channel, now=now),
         )
-        deliveries = Delivery.objects.bulk_create([
-            Delivery(
-                notification=notification, channel=planned.channel, status=planned.status, hold=planned.hold,
-                error=planned.error, next_attempt_at=now if planned.status == DeliveryStatus.QUEUED else None,
-            )
-            for planned in plan
-        ])  # fmt: skip
+        deliveries = Delivery.objects.bulk_create(
+            [_delivery(planned, now=now, notification=notification) for planned in plan]
+        )
         for delivery in deliveries:
             if delivery.status == DeliveryStatus.QUEUED and not sent_by_router(delivery=delivery):
                 delivery_publish(delivery=delivery)
@@ -153,6 +151,15 @@ def notification_route(*, notification_id: int, now: datetime | None = None) -> 
                 if delivery.status == DeliveryStatus.SUPPRESSED and delivery.error == NOT_CONFIGURED:
                     deliveries += fallback_deliver(failed=delivery, now=now, existing=existing)
         return deliveries
+
+
+def _delivery(planned: Planned, *, now: datetime, **links) -> Delivery:
+    """An unsaved Delivery of `planned` (`links`: its notification, the delivery it falls back
+    from); a queued one is due now."""
+    return Delivery(
+        channel=planned.channel, status=planned.status, hold=planned.hold, error=planned.error,
+        next_attempt_at=now if planned.status == DeliveryStatus.QUEUED else None, **links,
+    )  # fmt: skip
 
 
 def sent_by_router(*, delivery: Delivery) -> bool:
@@ -180,23 +187,18 @@ def fallback_deliver(*, failed: Delivery, now: datetime, existing: dict[str, str
         channel = fallback_next(failed_channel=current.channel, existing=existing)
         if channel is None:
             return created
-        usable = channel in configured
-        held = usable and not storm_admit(channel=channel, now=now)  # waits for the storm's summary there
-        delivery = Delivery.objects.create(
-            notification_id=failed.notification_id, channel=channel, fallback_from=current,
-            status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED if usable else DeliveryStatus.SUPPRESSED,
-            hold=Hold.STORM if held else Hold.NONE, error="" if usable else NOT_CONFIGURED,
-            next_attempt_at=now if usable and not held else None,
-        )  # fmt: skip
+        planned = fallback_plan(channel=channel, configured=configured, admit=lambda c: storm_admit(channel=c, now=now))
+        delivery = _delivery(planned, now=now, notification_id=failed.notification_id, fallback_from=current)
+        delivery.save()
         created.append(delivery)
         existing[channel] = delivery.status
-        if held:
-            return created
-        if usable:
+        if planned.status == DeliveryStatus.SUPPRESSED:
+            current = delivery  # not configured: the chain goes on
+            continue
+        if planned.status == DeliveryStatus.QUEUED:
             delivery.notification = failed.notification
             delivery_publish(delivery=delivery)
-            return created
-        current = delivery
+        return created  # queued, or held for the storm's summary on this channel
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,16 @@ def route_plan(
     return plan
 
 
+def fallback_plan(*, channel: str, configured: set[str], admit: Callable[[str], bool]) -> Planned:
+    """The P0 fallback's send on `channel`: skipped when not configured (the chain goes on), held
+    when an alert storm leaves no room for it, else queued."""
+    if channel not in configured:
+        return Planned(channel, DeliveryStatus.SUPPRESSED, error=NOT_CONFIGURED)
+    if not admit(channel):
+        return Planned(channel, DeliveryStatus.HELD, hold=Hold.STORM)
+    return Planned(channel, DeliveryStatus.QUEUED)
+
+
 def fallback_next(*, failed_channel: str, existing: dict[str, str]) -> str | None:
     """The next channel of the P0 fallback chain to try after `failed_channel` failed, given the
     status of this notification's other deliveries by channel; None when one of them is still live

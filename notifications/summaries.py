@@ -60,8 +60,9 @@ def held_summarise(*, hold: str, channel: str, title: str, now: datetime) -> Not
 
 def held_release(*, hold: str, title: str, now: datetime) -> list[Notification]:
     """One summary per channel of what `hold` is holding."""
-    channels = Delivery.objects.filter(status=DeliveryStatus.HELD, hold=hold).values_list("channel", flat=True)
-    summaries = [held_summarise(hold=hold, channel=channel, title=title, now=now) for channel in sorted(set(channels))]
+    held = Delivery.objects.filter(status=DeliveryStatus.HELD, hold=hold)
+    channels = held.order_by("channel").values_list("channel", flat=True).distinct()
+    summaries = [held_summarise(hold=hold, channel=channel, title=title, now=now) for channel in channels]
     return [s for s in summaries if s is not None]
 
 
@@ -75,10 +76,10 @@ def quiet_hours_release(*, now: datetime | None = None) -> list[Notification]:
 
 def storm_release(*, now: datetime | None = None) -> list[Notification]:
     """Each minute of an alert storm, one summary per channel of the alerts it held back
-    (routing.crowded_channels). The summaries are not counted against the storm: they are how the
+    (deliveries.storm_admit). The summaries are not counted against the storm: they are how the
     owner hears of the rest."""
     now = now or timezone.now()
-    return held_release(hold=Hold.STORM, title="{count} more alerts in an alert storm", now=now)
+    return held_release(hold=Hold.STORM, title="{count} more in an alert storm", now=now)
 
 
 def p2_batch_send(*, now: datetime | None = None) -> Notification | None:

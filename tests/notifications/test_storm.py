@@ -45,7 +45,7 @@ def test_past_the_limit_alerts_are_held_and_go_out_as_one_summary_per_channel(
         summaries = storm_release()
     assert sorted(s.deliveries.get().channel for s in summaries) == ["discord", "push", "slack", "sms"]
     sms_summary = next(s for s in summaries if s.deliveries.get().channel == "sms")
-    assert sms_summary.title == "2 more alerts in an alert storm" and sms_summary.severity == "P0"
+    assert sms_summary.title == "2 more in an alert storm" and sms_summary.severity == "P0"
     assert sms_summary.body == "[P0] Checkout fails 3\n[P0] Checkout fails 4"
     assert sms_summary.deliveries.get().status == "queued"
     assert list(Delivery.objects.filter(notification__in=alerts[3:], channel="sms").values_list("status", "summary")) == [
@@ -93,7 +93,7 @@ def test_a_p0_falling_back_to_a_crowded_channel_waits_for_the_summary_there(no_c
 
     assert [statuses(a)["email"] for a in alerts] == [("queued", "")] * 2 + [("held", "storm")]
     [summary] = storm_release()
-    assert summary.deliveries.get().channel == "email" and summary.title == "1 more alerts in an alert storm"
+    assert summary.deliveries.get().channel == "email" and summary.title == "1 more in an alert storm"
 
 
 @pytest.mark.django_db(transaction=True)
